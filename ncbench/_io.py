@@ -1,0 +1,44 @@
+"""Durable writes: through a temporary file in the same folder, then an atomic link or rename."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+
+def _write_tmp(folder: Path, data: bytes) -> Path:
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".part")
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    return Path(tmp)
+
+
+def write_new(folder: str | os.PathLike, stem: str, data: bytes, suffix: str = ".json") -> Path:
+    """Write ``data`` to ``folder/stem{suffix}`` (or ``stem-2``, ``stem-3``, ...): never over an existing file.
+
+    The content appears whole or not at all: it is written to a temporary file, then hard-linked to a name
+    that does not exist yet (``os.link`` fails instead of overwriting).
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = _write_tmp(folder, data)
+    try:
+        for k in range(1, 10_000):
+            path = folder / (f"{stem}{suffix}" if k == 1 else f"{stem}-{k}{suffix}")
+            try:
+                os.link(tmp, path)
+                return path
+            except FileExistsError:
+                continue
+        raise FileExistsError(f"no free file name for {stem} in {folder}")
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def dumps(obj) -> bytes:
+    """JSON with sorted keys and a trailing newline; NaN/inf refused (a table must never hold a silent NaN)."""
+    return (json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n").encode()
