@@ -1,0 +1,246 @@
+"""Architectures: a registry of classifiers that expose ``features(x)`` and a final ``fc: nn.Linear``.
+
+Every model takes inputs in [0, 1], normalises them inside (with the dataset's declared mean and std), and
+computes ``logits = fc(features(x))``. Weights are saved as safetensors with the architecture spec in the
+file's metadata, and loaded without unpickling anything.
+
+>>> m = create_model("mlp", input_shape=(1, 8, 8), num_classes=10, width=32, depth=2)
+>>> m.features(torch.zeros(4, 1, 8, 8)).shape, m.fc.out_features
+(torch.Size([4, 32]), 10)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import math
+import os
+import pickle
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ._errors import CheckpointError, InputError
+from ._registry import Registry
+
+MODELS: Registry = Registry("model")
+SPEC_KEY = "ncbench_spec"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything needed to rebuild a model: the registered name, its arguments, and the data interface."""
+
+    arch: str
+    num_classes: int
+    input_shape: tuple[int, ...]
+    mean: tuple[float, ...] = (0.0,)
+    std: tuple[float, ...] = (1.0,)
+    args: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["input_shape"], d["mean"], d["std"] = list(self.input_shape), list(self.mean), list(self.std)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelSpec":
+        if not isinstance(d, dict):
+            raise CheckpointError(f"the architecture spec must be a mapping; got {type(d).__name__}")
+        unknown = set(d) - {"arch", "num_classes", "input_shape", "mean", "std", "args"}
+        if unknown or "arch" not in d or "num_classes" not in d or "input_shape" not in d:
+            raise CheckpointError(f"malformed architecture spec (keys {sorted(d)}); expected arch, num_classes, "
+                                  "input_shape, mean, std, args")
+        return cls(str(d["arch"]), int(d["num_classes"]), tuple(int(v) for v in d["input_shape"]),
+                   tuple(float(v) for v in d.get("mean", (0.0,))), tuple(float(v) for v in d.get("std", (1.0,))),
+                   dict(d.get("args", {})))
+
+
+class Normalize(nn.Module):
+    """(x - mean) / std per channel; inputs (N, channels, ...)."""
+
+    def __init__(self, mean, std) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = (1, -1) + (1,) * (x.ndim - 2)
+        return (x - self.mean.view(shape)) / self.std.view(shape)
+
+
+class Classifier(nn.Module):
+    """normalise -> body -> features (N, D) -> fc (nn.Linear D -> C) -> logits."""
+
+    def __init__(self, body: nn.Module, feature_dim: int, num_classes: int, mean, std) -> None:
+        super().__init__()
+        self.normalize = Normalize(mean, std)
+        self.body = body
+        self.fc = nn.Linear(feature_dim, num_classes)
+        self.spec: ModelSpec | None = None
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Penultimate features: the input of ``fc``, shape (N, D)."""
+        return self.body(self.normalize(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x))
+
+
+def register_model(name: str):
+    return MODELS.register(name)
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    return MODELS.names(pattern)
+
+
+def create_model(name: str, *, input_shape, num_classes: int, mean=(0.0,), std=(1.0,), **args) -> Classifier:
+    """Build registered architecture ``name`` for inputs of ``input_shape`` (without batch) and C classes."""
+    factory = MODELS.get(name)
+    params = inspect.signature(factory).parameters
+    allowed = [p for p in params if params[p].kind == inspect.Parameter.KEYWORD_ONLY]
+    unknown = sorted(set(args) - set(allowed))
+    if unknown:
+        raise InputError(f"model {name!r} takes no argument(s) {unknown}; its arguments are {allowed}")
+    model = factory(tuple(input_shape), int(num_classes), tuple(mean), tuple(std), **args)
+    model.spec = ModelSpec(name, int(num_classes), tuple(int(v) for v in input_shape),
+                           tuple(float(v) for v in mean), tuple(float(v) for v in std), dict(args))
+    return model
+
+
+def _bn_relu_linear(n_in: int, n_out: int) -> list[nn.Module]:
+    return [nn.Linear(n_in, n_out, bias=False), nn.BatchNorm1d(n_out), nn.ReLU()]
+
+
+@register_model("mlp")
+def mlp(input_shape, num_classes, mean, std, *, width: int = 256, depth: int = 3) -> Classifier:
+    """Multi-layer perceptron: ``depth`` blocks of Linear -> BatchNorm -> ReLU of ``width`` units.
+    Features: the last block's output (D = width)."""
+    if depth < 1 or width < 1:
+        raise InputError(f"mlp needs depth >= 1 and width >= 1; got depth={depth}, width={width}")
+    layers: list[nn.Module] = [nn.Flatten()]
+    n_in = math.prod(input_shape)
+    for _ in range(depth):
+        layers += _bn_relu_linear(n_in, width)
+        n_in = width
+    return Classifier(nn.Sequential(*layers), width, num_classes, mean, std)
+
+
+@register_model("cnn1d")
+def cnn1d(input_shape, num_classes, mean, std, *, channels: int = 32, width: int = 128) -> Classifier:
+    """1-D CNN for sequences (channels, length), e.g. MNIST-1D (1, 40).
+
+    Conv(k5) -> Conv(k3, stride 2) -> Conv(k3, stride 2), each with BatchNorm and ReLU, with
+    ``channels``, 2x and 4x channels; flatten; Linear -> BatchNorm -> ReLU to ``width`` features (D = width).
+    """
+    if len(input_shape) != 2:
+        raise InputError(f"cnn1d takes inputs of shape (channels, length); got {tuple(input_shape)}")
+    c_in, length = input_shape
+    c = channels
+
+    def conv(a, b, k, s):
+        return [nn.Conv1d(a, b, k, stride=s, padding=k // 2, bias=False), nn.BatchNorm1d(b), nn.ReLU()]
+
+    body = nn.Sequential(*conv(c_in, c, 5, 1), *conv(c, 2 * c, 3, 2), *conv(2 * c, 4 * c, 3, 2), nn.Flatten())
+    with torch.no_grad():
+        flat = body(torch.zeros(2, c_in, length)).shape[1]
+    body.extend(_bn_relu_linear(flat, width))
+    return Classifier(body, width, num_classes, mean, std)
+
+
+# ----------------------------------------------------------------------------------------------- checkpoints
+
+def model_checksum(model: nn.Module) -> str:
+    """sha256 over the state dict's names, dtypes, shapes and bytes, in name order."""
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def save_checkpoint(model: Classifier, path: str | os.PathLike) -> Path:
+    """Write ``model`` as safetensors, with its :class:`ModelSpec` as JSON in the metadata; atomic."""
+    from safetensors.torch import save_file
+
+    if getattr(model, "spec", None) is None:
+        raise InputError("the model has no spec; build it with ncbench.models.create_model")
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise InputError(f"checkpoints are written as .safetensors; got {path.name}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(tmp), metadata={SPEC_KEY: json.dumps(model.spec.to_dict())})
+    os.replace(tmp, path)
+    return path
+
+
+def _read_safetensors(path: Path):
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            state = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as err:  # safetensors raises its own error types for every malformed header
+        raise CheckpointError(f"{path}: not a readable safetensors file ({type(err).__name__}: {err})") from None
+    if SPEC_KEY not in meta:
+        raise CheckpointError(f"{path}: the safetensors metadata has no {SPEC_KEY!r}; save with `ncbench train` "
+                              "or ncbench.models.save_checkpoint")
+    try:
+        spec = json.loads(meta[SPEC_KEY])
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{path}: the architecture spec is not valid JSON ({err})") from None
+    return spec, state
+
+
+def _read_state_dict(path: Path):
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(
+            f"{path}: refused: the file holds pickled Python objects, not only tensors ({first[:160]}); "
+            "ncbench loads only safetensors or weights_only state dicts"
+        ) from None
+    except Exception as err:  # zip/pickle framing errors of a truncated or foreign file
+        raise CheckpointError(f"{path}: not a readable torch checkpoint ({type(err).__name__}: {err})") from None
+    if not (isinstance(obj, dict) and "spec" in obj and "state_dict" in obj):
+        raise CheckpointError(f"{path}: expected a dict with 'spec' and 'state_dict' (a weights_only checkpoint "
+                              "written by ncbench); got " + (f"keys {sorted(obj)[:8]}" if isinstance(obj, dict)
+                                                            else type(obj).__name__))
+    return obj["spec"], obj["state_dict"]
+
+
+def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> Classifier:
+    """Rebuild a model from a ``.safetensors`` file (spec in its metadata) or a ``weights_only`` ``.pt``
+    holding ``{"spec": {...}, "state_dict": {...}}``. Never unpickles arbitrary objects."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
+    if path.suffix == ".safetensors":
+        spec_d, state = _read_safetensors(path)
+    elif path.suffix in (".pt", ".pth"):
+        spec_d, state = _read_state_dict(path)
+    else:
+        raise CheckpointError(f"{path}: unknown checkpoint format {path.suffix!r}; use .safetensors or .pt")
+    spec = ModelSpec.from_dict(spec_d)
+    if spec.arch not in MODELS:
+        raise CheckpointError(f"{path}: {MODELS.unknown_message(spec.arch)}")
+    try:
+        model = create_model(spec.arch, input_shape=spec.input_shape, num_classes=spec.num_classes,
+                             mean=spec.mean, std=spec.std, **spec.args)
+    except InputError as err:
+        raise CheckpointError(f"{path}: {err}") from None
+    try:
+        model.load_state_dict(state, strict=True)
+    except (RuntimeError, TypeError) as err:
+        msg = " ".join(str(err).split())[:300]
+        raise CheckpointError(f"{path}: weights do not fit architecture {spec.arch!r}: {msg}") from None
+    return model.to(map_location)

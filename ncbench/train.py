@@ -1,0 +1,143 @@
+"""Training into the terminal phase: train error reaches zero, then training goes on (Papyan et al. 2020).
+
+Data sit as tensors on the training device and batches are drawn by index (no DataLoader workers). SGD with
+momentum and weight decay; step decay (divide by 10 at 1/3 and 2/3 of training, the papers' schedule) or
+cosine; cross-entropy, MSE on one-hot targets (Han et al. 2022) or label smoothing. CPU runs repeat exactly
+for a given seed.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ._errors import InputError
+
+LOSSES = ("ce", "mse", "label_smoothing")
+SCHEDULES = ("step", "cosine", "constant")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training recipe. Units: lr per step; weight_decay is the L2 coefficient (lambda) of SGD."""
+
+    epochs: int = 60
+    batch_size: int = 128
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    loss: str = "ce"
+    label_smoothing: float = 0.1
+    schedule: str = "step"
+    milestones: tuple[float, ...] = (1 / 3, 2 / 3)  # fractions of the epochs at which the lr is divided by 10
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1:
+            raise InputError(f"epochs and batch_size must be >= 1; got {self.epochs}, {self.batch_size}")
+        if not self.lr > 0 or self.weight_decay < 0 or not 0 <= self.momentum < 1:
+            raise InputError("need lr > 0, weight_decay >= 0 and momentum in [0, 1)")
+        if self.loss not in LOSSES:
+            raise InputError(f"loss must be one of {LOSSES}; got {self.loss!r}")
+        if self.schedule not in SCHEDULES:
+            raise InputError(f"schedule must be one of {SCHEDULES}; got {self.schedule!r}")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["milestones"] = list(self.milestones)
+        return d
+
+
+@dataclass
+class TrainResult:
+    """What training did: per-epoch history, the first epoch with zero train error, wall time (s)."""
+
+    history: list[dict] = field(default_factory=list)
+    terminal_phase_epoch: int | None = None
+    wall_time_s: float = 0.0
+
+
+def _loss_fn(cfg: TrainConfig, num_classes: int) -> Callable:
+    if cfg.loss == "ce":
+        return F.cross_entropy
+    if cfg.loss == "label_smoothing":
+        return lambda logits, y: F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+    return lambda logits, y: F.mse_loss(logits, F.one_hot(y, num_classes).to(logits.dtype))
+
+
+def lr_at(cfg: TrainConfig, epoch: int) -> float:
+    """Learning rate during epoch ``epoch`` (0-based)."""
+    if cfg.schedule == "step":
+        return cfg.lr * 0.1 ** sum(epoch >= round(m * cfg.epochs) for m in cfg.milestones)
+    if cfg.schedule == "cosine":
+        return 0.5 * cfg.lr * (1 + math.cos(math.pi * epoch / cfg.epochs))
+    return cfg.lr
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 2048) -> float:
+    """Fraction of correct argmax predictions, in eval mode (mode restored after)."""
+    was = model.training
+    model.eval()
+    dev = next(model.parameters()).device
+    correct = 0
+    for i in range(0, x.shape[0], batch_size):
+        correct += int((model(x[i:i + batch_size].to(dev)).argmax(1) == y[i:i + batch_size].to(dev)).sum())
+    model.train(was)
+    return correct / x.shape[0]
+
+
+def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, *, seed: int = 0,
+          device: torch.device | str = "cpu", callback: Callable[[int, nn.Module], None] | None = None,
+          progress: bool = True) -> TrainResult:
+    """Train ``model`` in place on inputs ``x`` (N, ...) in [0, 1] and labels ``y`` (N,).
+
+    Train accuracy is measured in eval mode after every epoch; ``terminal_phase_epoch`` is the first
+    (1-based) epoch at which it is 1.0. ``callback(epoch, model)`` runs after each epoch.
+    """
+    from tqdm.auto import tqdm
+
+    device = torch.device(device)
+    num_classes = model.fc.out_features
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    x, y = x.to(device), y.to(device)
+    model.to(device).train()
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    loss_fn = _loss_fn(cfg, num_classes)
+    result = TrainResult()
+    n = x.shape[0]
+    t0 = time.perf_counter()
+    bar = tqdm(range(cfg.epochs), desc="train", unit="epoch", disable=not progress, leave=False)
+    for epoch in bar:
+        for group in opt.param_groups:
+            group["lr"] = lr_at(cfg, epoch)
+        perm = torch.randperm(n, generator=gen).to(device)
+        total, seen = 0.0, 0
+        for i in range(0, n, cfg.batch_size):
+            idx = perm[i:i + cfg.batch_size]
+            if idx.numel() < 2 and n > 1:  # a batch of one breaks batch norm; fold it into the next epoch
+                continue
+            loss = loss_fn(model(x[idx]), y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * idx.numel()
+            seen += idx.numel()
+        if not math.isfinite(total):
+            raise InputError(f"training diverged at epoch {epoch + 1} (loss is not finite); lower the lr")
+        train_acc = accuracy(model, x, y)
+        if result.terminal_phase_epoch is None and train_acc == 1.0:
+            result.terminal_phase_epoch = epoch + 1
+        result.history.append({"epoch": epoch + 1, "lr": lr_at(cfg, epoch), "loss": total / max(seen, 1),
+                               "train_accuracy": train_acc})
+        bar.set_postfix(loss=f"{total / max(seen, 1):.4f}", train_acc=f"{train_acc:.4f}")
+        if callback is not None:
+            callback(epoch + 1, model)
+    model.eval()
+    result.wall_time_s = time.perf_counter() - t0
+    return result
