@@ -1,0 +1,52 @@
+"""Plain-text rendering of a result record for the terminal."""
+
+from __future__ import annotations
+
+from .collapse import TEST_KEYS, TRAIN_KEYS
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float) and v != 0 and (abs(v) < 1e-3 or abs(v) >= 1e4):
+        return f"{v:.3e}"
+    return f"{v:.4f}"
+
+
+def format_record(rec: dict, path=None) -> str:
+    prov = rec["provenance"]
+    ds, model = prov["dataset"], prov["model"]
+    lines = [
+        f"ncbench {prov['ncbench_version']} · {ds['name']} ({ds['n_train']} train / {ds['n_test']} test) · "
+        f"{model['arch']} ({model['source']}) · seed {prov['seed']} · {prov['device']}",
+    ]
+    tr = rec.get("training")
+    if tr:
+        tpt = tr["terminal_phase_epoch"]
+        epochs = len(tr["history"])
+        lines.append(f"training: {epochs} epochs; train error 0 from epoch {tpt}" if tpt else
+                     f"training: {epochs} epochs; train error never reached 0 (not in the terminal phase)")
+    acc = rec["accuracy"]
+    lines.append(f"accuracy: train {acc['train']:.4f}   test {acc['test']:.4f}")
+    lines.append("")
+    lines.append(f"{'collapse (lower = more collapsed)':<34}{'train':>12}{'test':>12}")
+    col = rec["collapse"]
+    for key in dict.fromkeys(TRAIN_KEYS + TEST_KEYS):
+        a, b = col["train"].get(key), col.get("test", {}).get(key)
+        if a is None and b is None:
+            continue
+        lines.append(f"  {key:<32}{_fmt(a):>12}{_fmt(b):>12}")
+    rob = rec.get("robustness")
+    if rob:
+        lines.append("")
+        lines.append(f"robustness: {rob['name'].upper()}-{rob['norm']}, {rob['steps']} steps, "
+                     f"{rob['n_points']} test points")
+        lines.append(f"  {'eps':>8}{'robust acc':>12}")
+        for row in rob["curve"]:
+            lines.append(f"  {row['eps']:>8.4g}{row['robust_accuracy']:>12.4f}")
+    wall = prov["wall_time_s"]
+    lines.append("")
+    lines.append("wall time: " + ", ".join(f"{k} {v:.1f}s" for k, v in wall.items()))
+    if path is not None:
+        lines.append(f"record: {path}")
+    return "\n".join(lines)

@@ -1,0 +1,110 @@
+"""Command line: ``ncbench evaluate`` and ``ncbench train``. Parses, wires stages, prints; holds no logic."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ._errors import NcbenchError
+
+
+def _eps_list(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"eps must be comma-separated numbers, e.g. 0,0.01,0.02; got {text!r}")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", help="dataset name (default mnist1d; see --list)")
+    p.add_argument("--model", help="architecture name (default: the dataset's, cnn1d for mnist1d)")
+    p.add_argument("--epochs", type=int, help="training epochs")
+    p.add_argument("--seed", type=int, help="seed of initialisation, batch order and attack (default 0)")
+    p.add_argument("--device", help="auto (default), cpu or cuda")
+    p.add_argument("--config", metavar="FILE.yaml", help="a YAML config; command-line options override it")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(prog="ncbench", description="Neural-collapse benchmark.")
+    parser.add_argument("--version", action="version", version=f"ncbench {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    ev = sub.add_parser("evaluate", help="train (or load) a model, measure collapse and robustness, write a record")
+    _common(ev)
+    ev.add_argument("--checkpoint", metavar="PATH", help="evaluate saved weights (.safetensors or weights_only .pt) "
+                                                         "instead of training")
+    ev.add_argument("--attack", help="attack name (default pgd)")
+    ev.add_argument("--norm", help="threat model (default Linf)")
+    ev.add_argument("--eps", type=_eps_list, help="comma-separated budgets in the [0,1] input scale")
+    ev.add_argument("--output", metavar="DIR", help="folder for result records (default ./ncbench-results)")
+    ev.add_argument("--list", action="store_true", help="list datasets, models and attacks, then exit")
+    tr = sub.add_parser("train", help="train a model and save it as safetensors")
+    _common(tr)
+    tr.add_argument("--out", metavar="PATH.safetensors", help="where to save (default "
+                    "ncbench-results/checkpoints/<dataset>-<model>-s<seed>.safetensors)")
+    tr.add_argument("--force", action="store_true", help="overwrite an existing checkpoint file")
+    return parser
+
+
+def _config(args):
+    from .config import build_config, load_yaml
+
+    raw = load_yaml(args.config) if args.config else None
+    return build_config(raw, dataset=args.dataset, model=args.model, epochs=args.epochs, seed=args.seed,
+                        device=args.device, output=getattr(args, "output", None), attack=getattr(args, "attack", None),
+                        norm=getattr(args, "norm", None), eps=getattr(args, "eps", None))
+
+
+def cmd_evaluate(args) -> int:
+    from ._report import format_record
+    from .evaluate import run_evaluate, write_record
+
+    if args.list:
+        from .attacks import list_attacks
+        from .data import list_datasets
+        from .models import list_models
+
+        print("datasets:", ", ".join(list_datasets()))
+        print("models:  ", ", ".join(list_models()))
+        print("attacks: ", ", ".join(list_attacks()))
+        return 0
+    cfg = _config(args)
+    record = run_evaluate(cfg, checkpoint=args.checkpoint, progress=not args.quiet)
+    path = write_record(record, cfg.output)
+    print(format_record(record, path))
+    return 0
+
+
+def cmd_train(args) -> int:
+    from .evaluate import prepare
+    from .models import save_checkpoint
+
+    cfg = _config(args)
+    out = Path(args.out or Path(cfg.output) / "checkpoints" / f"{cfg.dataset}-{cfg.model}-s{cfg.seed}.safetensors")
+    if out.exists() and not args.force:
+        raise NcbenchError(f"{out} exists; choose another --out or pass --force to overwrite it")
+    ds, model, trained, _device, _ = prepare(cfg, progress=not args.quiet)
+    path = save_checkpoint(model, out)
+    acc = trained.history[-1]["train_accuracy"]
+    print(f"saved {path} ({cfg.model} on {cfg.dataset}, {cfg.train.epochs} epochs, train accuracy {acc:.4f}, "
+          f"train error 0 from epoch {trained.terminal_phase_epoch})")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return {"evaluate": cmd_evaluate, "train": cmd_train}[args.command](args)
+    except NcbenchError as err:
+        print(f"ncbench: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ncbench: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
