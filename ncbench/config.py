@@ -26,7 +26,7 @@ DATASET_DEFAULTS: dict[str, dict] = {
     },
     "digits": {
         "model": "mlp", "model_args": {"width": 256, "depth": 3},
-        "train": {"epochs": 60, "batch_size": 64, "lr": 0.05, "weight_decay": 5e-3},
+        "train": {"epochs": 100, "batch_size": 64, "lr": 0.05, "weight_decay": 5e-3},
         "attack": {"eps": [0.0, 0.02, 0.05, 0.1, 0.2]},
     },
 }
@@ -62,6 +62,16 @@ def _known(section: str, given: dict, allowed: list[str]) -> None:
     unknown = sorted(set(given) - set(allowed))
     if unknown:
         raise InputError(f"unknown key(s) {unknown} in {section}; valid keys: {sorted(allowed)}")
+
+
+def _with_defaults(kind: str, name: str, func, given: dict) -> dict:
+    """``given`` completed with the keyword-only defaults of ``func``, so equal settings hash equally."""
+    import inspect
+
+    params = {p.name: p.default for p in inspect.signature(func).parameters.values()
+              if p.kind == inspect.Parameter.KEYWORD_ONLY}
+    _known(f"the arguments of {kind} {name!r}", given, list(params))
+    return {**params, **given}
 
 
 def build_config(raw: dict | None = None, **overrides) -> EvaluateConfig:
@@ -105,8 +115,8 @@ def build_config(raw: dict | None = None, **overrides) -> EvaluateConfig:
         raise InputError(f"device must be one of {DEVICES}; got {cfg.device!r}")
     from .models import MODELS
 
-    MODELS.get(cfg.model)
-    return cfg
+    return replace(cfg, dataset_args=_with_defaults("dataset", dataset, DATASETS.get(dataset), cfg.dataset_args),
+                   model_args=_with_defaults("model", cfg.model, MODELS.get(cfg.model), cfg.model_args))
 
 
 def load_yaml(path: str | Path) -> dict:
@@ -125,7 +135,3 @@ def load_yaml(path: str | Path) -> dict:
     if not isinstance(data, dict):
         raise InputError(f"{p}: a config must be a mapping of keys to values; got {type(data).__name__}")
     return data
-
-
-def with_output(cfg: EvaluateConfig, output: str) -> EvaluateConfig:
-    return replace(cfg, output=output)

@@ -243,4 +243,4 @@ def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device
     except (RuntimeError, TypeError) as err:
         msg = " ".join(str(err).split())[:300]
         raise CheckpointError(f"{path}: weights do not fit architecture {spec.arch!r}: {msg}") from None
-    return model.to(map_location)
+    return model.to(map_location).eval()

@@ -1,0 +1,34 @@
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))  # tests/reference.py
+
+
+@pytest.fixture(scope="session")
+def digits():
+    from ncbench.data import load_dataset
+
+    return load_dataset("digits")
+
+
+@pytest.fixture(scope="session")
+def digits_model(digits):
+    """A small MLP trained a few epochs on digits (seconds): good enough to attack and measure."""
+    from ncbench.models import create_model
+    from ncbench.train import TrainConfig, train
+
+    torch.manual_seed(0)
+    model = create_model("mlp", input_shape=digits.input_shape, num_classes=10, mean=digits.mean,
+                         std=digits.std, width=64, depth=2)
+    train(model, digits.x_train, digits.y_train, TrainConfig(epochs=8, batch_size=64), progress=False)
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def digits_checkpoint(digits_model, tmp_path_factory):
+    from ncbench.models import save_checkpoint
+
+    return save_checkpoint(digits_model, tmp_path_factory.mktemp("ckpt") / "digits-mlp.safetensors")

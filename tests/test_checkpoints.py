@@ -1,0 +1,78 @@
+import os
+import pickle
+
+import pytest
+import torch
+
+from ncbench._errors import CheckpointError
+from ncbench.models import load_checkpoint, model_checksum
+
+MARKER_ENV = "NCBENCH_TEST_MARKER"
+
+
+class _Exploit:
+    """Unpickling this calls os.system, which would create a marker file."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_round_trip_safetensors(digits_model, digits_checkpoint, digits):
+    loaded = load_checkpoint(digits_checkpoint)
+    assert model_checksum(loaded) == model_checksum(digits_model)
+    with torch.no_grad():
+        assert torch.equal(loaded(digits.x_test[:32]), digits_model(digits.x_test[:32]))
+
+
+def test_round_trip_weights_only_pt(digits_model, tmp_path, digits):
+    path = tmp_path / "m.pt"
+    torch.save({"spec": digits_model.spec.to_dict(), "state_dict": digits_model.state_dict()}, path)
+    loaded = load_checkpoint(path)
+    assert model_checksum(loaded) == model_checksum(digits_model)
+
+
+def test_pickled_object_is_refused_without_running_it(tmp_path, digits_model):
+    marker = tmp_path / "code-ran"
+    path = tmp_path / "evil.pt"
+    torch.save({"spec": digits_model.spec.to_dict(), "state_dict": {}, "payload": _Exploit(marker)}, path)
+    with pytest.raises(CheckpointError, match="refused: the file holds pickled Python objects"):
+        load_checkpoint(path)
+    assert not marker.exists()
+    # the same payload as a bare pickle file with a .pt name
+    raw = tmp_path / "evil2.pt"
+    raw.write_bytes(pickle.dumps(_Exploit(marker)))
+    with pytest.raises(CheckpointError):
+        load_checkpoint(raw)
+    assert not marker.exists()
+
+
+def test_missing_corrupt_and_foreign_files(tmp_path, digits_checkpoint):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "nope.safetensors")
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(digits_checkpoint.read_bytes()[:200])
+    with pytest.raises(CheckpointError, match="not a readable safetensors file"):
+        load_checkpoint(bad)
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"\x00not a zip")
+    with pytest.raises(CheckpointError, match="not a readable torch checkpoint|refused"):
+        load_checkpoint(junk)
+    other = tmp_path / "w.ckpt"
+    other.write_bytes(b"x")
+    with pytest.raises(CheckpointError, match="unknown checkpoint format"):
+        load_checkpoint(other)
+    plain = tmp_path / "plain.pt"
+    torch.save({"fc.weight": torch.zeros(2, 2)}, plain)
+    with pytest.raises(CheckpointError, match="expected a dict with 'spec' and 'state_dict'"):
+        load_checkpoint(plain)
+
+
+def test_weights_that_do_not_fit_the_architecture(tmp_path, digits_model):
+    spec = dict(digits_model.spec.to_dict(), args={"width": 32, "depth": 2})
+    path = tmp_path / "mismatch.pt"
+    torch.save({"spec": spec, "state_dict": digits_model.state_dict()}, path)
+    with pytest.raises(CheckpointError, match="weights do not fit architecture 'mlp'"):
+        load_checkpoint(path)

@@ -1,0 +1,313 @@
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from ncbench._errors import InputError
+from ncbench.collapse import (TEST_KEYS, TRAIN_KEYS, CollapseAccumulator, CollapseWarning, collapse_metrics,
+                              collapse_metrics_streaming, layer_collapse)
+from reference import reference_metrics
+
+NC_KEYS = [k for k in TRAIN_KEYS if k not in ("ncc_accuracy", "ls_gap")]
+
+
+def simplex_etf(C, D, rng, scale=3.0):
+    """C unit-norm-times-scale vectors in R^D forming a simplex ETF (random orientation)."""
+    centring = np.eye(C) - 1.0 / C
+    u = np.linalg.eigh(centring)[1][:, 1:]  # (C, C-1): the rank C-1 range of the centring projector
+    q, _ = np.linalg.qr(rng.standard_normal((D, C - 1)))  # needs D >= C-1
+    return scale * math.sqrt(C / (C - 1)) * u @ q.T
+
+
+def gaussian_clusters(C, D, n_per, rng, sigma=1.0, spread=4.0):
+    mu = spread * rng.standard_normal((C, D))
+    y = np.repeat(np.arange(C), n_per)
+    return mu[y] + sigma * rng.standard_normal((len(y), D)), y, mu
+
+
+@pytest.mark.parametrize("C,D", [(2, 5), (10, 32), (4, 3)])
+def test_exact_collapse_gives_zero(C, D):
+    rng = np.random.default_rng(0)
+    M = simplex_etf(C, D, rng)
+    y = np.repeat(np.arange(C), 7)
+    offset = np.full(D, 5.0)  # any global offset: the means are centred first
+    h = M[y] + offset
+    # W = the centred means, and the bias that undoes the offset: the NC3/NC4 optimum
+    out = collapse_metrics((h, y), (h, y), weight=M, bias=-M @ offset)
+    for split in ("train", "test"):
+        for key in NC_KEYS + (["nc1_test_on_train_means"] if split == "test" else []):
+            if key == "ls_gap":
+                continue
+            assert abs(out[split][key]) < 1e-10, (split, key, out[split][key])
+        assert out[split]["ncc_accuracy"] == 1.0
+        assert out[split]["nc4_ncc_mismatch"] == 0.0
+
+
+def test_every_key_present():
+    rng = np.random.default_rng(1)
+    h, y, mu = gaussian_clusters(5, 12, 20, rng)
+    W = rng.standard_normal((5, 12))
+    out = collapse_metrics((h, y), (h[::2], y[::2]), weight=W, bias=np.zeros(5))
+    assert set(out["train"]) == set(TRAIN_KEYS)
+    assert set(out["test"]) == set(TEST_KEYS)
+    assert all(isinstance(v, float) and math.isfinite(v) for s in out.values() for v in s.values())
+    no_w = collapse_metrics((h, y))
+    assert set(no_w["train"]) == {"nc1", "nc1_quotient", "cdnv", "nc2_equinorm_means", "nc2_equiangle_means",
+                                  "nc2_maxangle_means", "nc2_etf_error_means", "ncc_accuracy"}
+
+
+def test_isotropic_gaussian_matches_closed_form():
+    rng = np.random.default_rng(2)
+    C, D, sigma = 6, 10, 0.7
+    mu = 3 * rng.standard_normal((C, D))
+    y = np.repeat(np.arange(C), 20000)
+    h = mu[y] + sigma * rng.standard_normal((len(y), D))
+    got = collapse_metrics((h, y))["train"]["nc1"]
+    # population value with the *true* means: sigma^2 * sum_k 1/lambda_k(Sigma_B) / C
+    mt = mu - mu.mean(0)
+    lam = np.linalg.eigvalsh(mt.T @ mt / C)
+    lam = lam[lam > lam.max() * 1e-10]
+    expected = sigma**2 * np.sum(1 / lam) / C
+    assert got == pytest.approx(expected, rel=0.02)
+
+
+def test_nc1_invariances():
+    rng = np.random.default_rng(3)
+    h, y, _ = gaussian_clusters(5, 8, 40, rng)
+    base = collapse_metrics((h, y))["train"]["nc1"]
+    q, _ = np.linalg.qr(rng.standard_normal((8, 8)))
+    assert collapse_metrics((h @ q, y))["train"]["nc1"] == pytest.approx(base, rel=1e-10)
+    assert collapse_metrics((h + 17.0, y))["train"]["nc1"] == pytest.approx(base, rel=1e-10)
+    assert collapse_metrics((h * 1e-3, y))["train"]["nc1"] == pytest.approx(base, rel=1e-10)
+    perm = rng.permutation(5)
+    assert collapse_metrics((h, perm[y]))["train"]["nc1"] == pytest.approx(base, rel=1e-10)
+
+
+@pytest.mark.parametrize("global_mean", ["classes", "samples"])
+@pytest.mark.parametrize("C,D", [(2, 4), (7, 16), (10, 5)])
+def test_agrees_with_plain_reference(C, D, global_mean):
+    rng = np.random.default_rng(C * 100 + D)
+    n = rng.integers(5, 40, size=C)  # imbalanced
+    y = rng.permutation(np.repeat(np.arange(C), n))
+    mu = 2 * rng.standard_normal((C, D))
+    h = mu[y] + rng.standard_normal((len(y), D))
+    W, b = rng.standard_normal((C, D)), rng.standard_normal(C)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CollapseWarning)  # D < C-1 for (10, 5): said once, tested below
+        got = collapse_metrics((h, y), weight=W, bias=b, global_mean=global_mean)["train"]
+    ref = reference_metrics(h, y, W, b, global_mean=global_mean)
+    for key, value in ref.items():
+        assert got[key] == pytest.approx(value, rel=1e-8, abs=1e-12), key
+
+
+def test_global_mean_options_differ_on_imbalanced_data_only():
+    rng = np.random.default_rng(4)
+    mu = 3 * rng.standard_normal((3, 6))
+    y_bal = np.repeat(np.arange(3), 30)
+    y_imb = np.repeat(np.arange(3), [10, 30, 80])
+    for y, same in ((y_bal, True), (y_imb, False)):
+        h = mu[y] + rng.standard_normal((len(y), 6))
+        a = collapse_metrics((h, y), global_mean="classes")["train"]["nc1"]
+        s = collapse_metrics((h, y), global_mean="samples")["train"]["nc1"]
+        assert (a == pytest.approx(s, rel=1e-12)) is same
+
+
+def test_test_split_uses_train_means_where_spec_says():
+    rng = np.random.default_rng(5)
+    h, y, mu = gaussian_clusters(4, 6, 50, rng)
+    ht, yt, _ = gaussian_clusters(4, 6, 30, np.random.default_rng(6))  # different means: far from train ones
+    W = rng.standard_normal((4, 6))
+    b = np.zeros(4)
+    out = collapse_metrics((h, y), (ht, yt), weight=W, bias=b)
+    train_means = np.stack([h[y == c].mean(0) for c in range(4)])
+    ref = reference_metrics(ht, yt, W, b, ref_means=train_means)
+    own = reference_metrics(ht, yt, W, b)
+    assert out["test"]["nc1"] == pytest.approx(own["nc1"], rel=1e-9)  # own means
+    assert out["test"]["ncc_accuracy"] == pytest.approx(ref["ncc_accuracy"])  # train means
+    assert out["test"]["nc4_ncc_mismatch"] == pytest.approx(ref["nc4_ncc_mismatch"])
+    # nc1_test_on_train_means: explicit Sigma_W of test features around train means
+    z = ht - train_means[yt]
+    sw = z.T @ z / len(yt)
+    mt = train_means - train_means.mean(0)
+    expected = np.trace(sw @ np.linalg.pinv(mt.T @ mt / 4)) / 4
+    assert out["test"]["nc1_test_on_train_means"] == pytest.approx(expected, rel=1e-8)
+    assert out["test"]["nc1_test_on_train_means"] > out["test"]["nc1"]
+
+
+@pytest.mark.parametrize("wd", [0.0, 1e-2])
+def test_ls_gap_against_direct_solve(wd):
+    rng = np.random.default_rng(7)
+    h, y, _ = gaussian_clusters(4, 6, 25, rng)
+    W, b = rng.standard_normal((4, 6)), rng.standard_normal(4)
+    got = collapse_metrics((h, y), weight=W, bias=b, weight_decay=wd)["train"]["ls_gap"]
+    X = np.hstack([h, np.ones((len(y), 1))])
+    Y = np.eye(4)[y]
+    n = len(y)
+    if wd == 0:
+        theta = np.linalg.pinv(X) @ Y
+    else:
+        theta = np.linalg.solve(X.T @ X / n + wd * np.eye(7), X.T @ Y / n)
+    theta = theta.T
+    expected = np.linalg.norm(np.hstack([W, b[:, None]]) - theta) / np.linalg.norm(theta)
+    assert got == pytest.approx(expected, rel=1e-8)
+    # the fit itself is what ls_gap measures from: at [W_LS b_LS] the gap is zero
+    assert collapse_metrics((h, y), weight=theta[:, :6], bias=theta[:, 6], weight_decay=wd)["train"]["ls_gap"] < 1e-10
+
+
+def test_batched_equals_one_shot():
+    rng = np.random.default_rng(8)
+    C, D = 7, 24
+    h, y, mu = gaussian_clusters(C, D, 60, rng, sigma=0.05)  # nearly collapsed: cancellation would show
+    idx = rng.permutation(len(y))
+    h, y = h[idx] + 100.0, y[idx]  # large offset: the naive E[hh^T] formula loses digits here
+    ht, yt, _ = gaussian_clusters(C, D, 20, rng)
+    ht = ht + 100.0
+    W, b = rng.standard_normal((C, D)), rng.standard_normal(C)
+    one = collapse_metrics((h, y), (ht, yt), weight=W, bias=b, weight_decay=1e-3)
+
+    def batches(a, bb, size):
+        return lambda: ((a[i:i + size], bb[i:i + size]) for i in range(0, len(bb), size))
+
+    streamed = collapse_metrics_streaming(batches(h, y, 37), batches(ht, yt, 11), num_classes=C,
+                                          weight=W, bias=b, weight_decay=1e-3)
+    for split in one:
+        assert set(streamed[split]) == set(one[split])
+        for key in one[split]:
+            assert streamed[split][key] == pytest.approx(one[split][key], rel=1e-9, abs=1e-14), (split, key)
+
+
+def test_accumulator_batch_size_does_not_matter():
+    rng = np.random.default_rng(9)
+    h, y, _ = gaussian_clusters(3, 5, 30, rng)
+    stats = []
+    for size in (1, 7, 90):
+        acc = CollapseAccumulator(3)
+        for i in range(0, 90, size):
+            acc.update(torch.as_tensor(h[i:i + size]), torch.as_tensor(y[i:i + size]))
+        stats.append(acc.stats())
+    for s in stats[1:]:
+        torch.testing.assert_close(s.means, stats[0].means, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(s.class_sq, stats[0].class_sq, rtol=1e-10, atol=1e-12)
+
+
+def test_float32_and_torch_inputs_give_float64_results():
+    rng = np.random.default_rng(10)
+    h, y, _ = gaussian_clusters(4, 8, 20, rng)
+    a = collapse_metrics((h.astype(np.float32), y))["train"]["nc1"]
+    t = collapse_metrics((torch.tensor(h, dtype=torch.float32), torch.tensor(y)))["train"]["nc1"]
+    assert a == t
+    ref = reference_metrics(h.astype(np.float32).astype(np.float64), y)["nc1"]
+    assert a == pytest.approx(ref, rel=1e-9)
+
+
+def test_dimension_below_c_minus_1_warns_once_and_degenerate_means_warn():
+    rng = np.random.default_rng(11)
+    h, y, _ = gaussian_clusters(6, 3, 10, rng)
+    with pytest.warns(CollapseWarning, match="no simplex ETF fits"):
+        out = collapse_metrics((h, y))
+    assert out["train"]["nc2_etf_error_means"] > 0.1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CollapseWarning)
+        collapse_metrics((h, y))  # said once per (C, D)
+    # three classes whose means lie on a line: rank 1 < C - 1 = 2
+    mu = np.array([[0.0, 0, 0], [1, 0, 0], [3, 0, 0]])
+    y = np.repeat(np.arange(3), 10)
+    h = mu[y] + 0.1 * rng.standard_normal((30, 3)) * np.array([1, 0, 0])
+    with pytest.warns(CollapseWarning, match="degenerate"):
+        collapse_metrics((h, y))
+
+
+def test_two_classes():
+    rng = np.random.default_rng(12)
+    h, y, _ = gaussian_clusters(2, 4, 50, rng)
+    out = collapse_metrics((h, y), weight=rng.standard_normal((2, 4)), bias=np.zeros(2))["train"]
+    assert out["nc2_equiangle_means"] == 0.0  # one angle: nothing varies
+    assert out["nc2_maxangle_means"] == pytest.approx(0.0, abs=1e-12)  # two centred means are antipodal
+    assert out["nc1"] > 0
+
+
+# --------------------------------------------------------------------------------------------- bad input
+
+def _data():
+    rng = np.random.default_rng(13)
+    h, y, _ = gaussian_clusters(3, 4, 10, rng)
+    return h, y
+
+
+def test_nan_features_are_named_with_count():
+    h, y = _data()
+    h[[1, 5, 7], 2] = np.nan
+    h[9, 0] = np.inf
+    with pytest.raises(InputError, match=r"NaN or infinite values in 4 of 30 samples"):
+        collapse_metrics((h, y))
+
+
+def test_label_out_of_range():
+    h, y = _data()
+    y[[0, 3]] = 5
+    with pytest.raises(InputError, match=r"2 of 30 samples have a label outside 0\.\.2"):
+        collapse_metrics((h, y), weight=np.ones((3, 4)))
+    y[[0, 3]] = -1
+    with pytest.raises(InputError, match="label outside"):
+        collapse_metrics((h, y), weight=np.ones((3, 4)))
+
+
+def test_missing_class_in_a_split():
+    h, y = _data()
+    with pytest.raises(InputError, match=r"1 class\(es\) have no sample in the test split: \[2\]"):
+        collapse_metrics((h, y), (h[y < 2], y[y < 2]))
+    with pytest.raises(InputError, match="no sample in the train split"):
+        collapse_metrics((h[y != 1], y[y != 1]), weight=np.ones((3, 4)))
+
+
+def test_weight_and_bias_shapes():
+    h, y = _data()
+    with pytest.raises(InputError, match=r"weight has shape \(3, 5\).*expected \(C, 4\)"):
+        collapse_metrics((h, y), weight=np.ones((3, 5)))
+    with pytest.raises(InputError, match=r"bias has shape \(2,\); expected \(3,\)"):
+        collapse_metrics((h, y), weight=np.ones((3, 4)), bias=np.zeros(2))
+    with pytest.raises(InputError, match="bias was given without weight"):
+        collapse_metrics((h, y), bias=np.zeros(3))
+
+
+def test_shape_and_option_errors():
+    h, y = _data()
+    with pytest.raises(InputError, match="2-D array"):
+        collapse_metrics((h[:, 0], y))
+    with pytest.raises(InputError, match="has 29 entries but the features have 30"):
+        collapse_metrics((h, y[:-1]))
+    with pytest.raises(InputError, match="must be integers"):
+        collapse_metrics((h, y.astype(float)))
+    with pytest.raises(InputError, match="global_mean must be one of"):
+        collapse_metrics((h, y), global_mean="median")
+    with pytest.raises(InputError, match="weight_decay must be >= 0"):
+        collapse_metrics((h, y), weight_decay=-1)
+    with pytest.raises(InputError, match="test features have D = 3"):
+        collapse_metrics((h, y), (h[:, :3], y))
+    with pytest.raises(InputError, match="all class means coincide"):
+        collapse_metrics((np.ones((30, 4)), y))
+
+
+# --------------------------------------------------------------------------------------------- per layer
+
+def test_layer_collapse_matches_direct_features_and_projects_wide_layers():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 40), torch.nn.ReLU(), torch.nn.Linear(40, 3))
+    rng = np.random.default_rng(14)
+    x = torch.tensor(rng.standard_normal((60, 12)), dtype=torch.float32)
+    y = torch.arange(60) % 3
+    out = layer_collapse(model, (x, y), (x[:30], y[:30]), layers=["1", "2"], batch_size=16)
+    with torch.no_grad():
+        direct = model[1](x).double()
+    expected = collapse_metrics((direct, y), ls_gap=False)["train"]
+    assert out["1"]["train"]["nc1"] == pytest.approx(expected["nc1"], rel=1e-9)
+    assert out["1"]["dim"] == 40 and out["1"]["projected_from"] is None
+    assert set(out["2"]["test"]) == {"nc1", "nc1_quotient", "cdnv", "ncc_accuracy"}
+    small = layer_collapse(model, (x, y), layers=["1"], max_dim=16, seed=3)
+    assert small["1"]["dim"] == 16 and small["1"]["projected_from"] == 40
+    again = layer_collapse(model, (x, y), layers=["1"], max_dim=16, seed=3)
+    assert again["1"]["train"]["nc1"] == small["1"]["train"]["nc1"]  # seeded projection
+    with pytest.raises(InputError, match="unknown layer"):
+        layer_collapse(model, (x, y), layers=["fc9"])

@@ -1,0 +1,100 @@
+import numpy as np
+import pytest
+import torch
+
+from ncbench._errors import InputError, UnknownNameError
+from ncbench.data import list_datasets, load_dataset
+from ncbench.models import create_model, list_models
+from ncbench.train import TrainConfig, lr_at, train
+
+# the input shape each architecture family takes, for registry-built tests
+SHAPES = {"cnn1d": (1, 40), "mlp": (1, 8, 8)}
+
+
+@pytest.mark.parametrize("name", list_datasets())
+def test_every_dataset_is_in_unit_range_with_all_classes(name):
+    ds = load_dataset(name)
+    for x, y in ((ds.x_train, ds.y_train), (ds.x_test, ds.y_test)):
+        assert x.dtype == torch.float32 and y.dtype == torch.int64
+        assert float(x.min()) >= 0.0 and float(x.max()) <= 1.0
+        assert set(y.tolist()) == set(range(ds.num_classes))
+    assert len(ds.mean) == ds.x_train.shape[1] == len(ds.std)
+
+
+def test_mnist1d_is_the_standard_split_and_deterministic():
+    state = np.random.get_state()
+    a, b = load_dataset("mnist1d"), load_dataset("mnist1d")
+    assert (a.x_train.shape, a.x_test.shape) == ((4000, 1, 40), (1000, 1, 40))
+    assert torch.equal(a.x_train, b.x_train) and torch.equal(a.y_test, b.y_test)
+    assert np.array_equal(np.random.get_state()[1], state[1])  # the global numpy generator is left alone
+
+
+def test_digits_split_is_fixed_and_stratified():
+    ds = load_dataset("digits")
+    assert (ds.x_train.shape[0], ds.x_test.shape[0]) == (1347, 450)
+    assert torch.equal(ds.x_test, load_dataset("digits").x_test)
+    n_test = torch.bincount(ds.y_test).double()
+    n_all = n_test + torch.bincount(ds.y_train).double()
+    assert torch.all((n_test - 0.25 * n_all).abs() <= 1.0)  # stratified: every class split 3:1
+
+
+def test_unknown_dataset_and_option():
+    with pytest.raises(UnknownNameError, match="valid: digits, mnist1d"):
+        load_dataset("cifar")
+    with pytest.raises(InputError, match="unexpected keyword"):
+        load_dataset("digits", n_per_class=3)
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_model_forward_features_and_one_step(name):
+    torch.manual_seed(0)
+    shape = SHAPES[name]
+    model = create_model(name, input_shape=shape, num_classes=5, mean=(0.5,), std=(0.2,))
+    x = torch.rand(6, *shape)
+    feats = model.features(x)
+    assert feats.shape == (6, model.fc.in_features)
+    assert model(x).shape == (6, 5)
+    assert torch.allclose(model(x), model.fc(feats))
+    before = [p.detach().clone() for p in model.parameters()]
+    train(model, x, torch.arange(6) % 5, TrainConfig(epochs=1, batch_size=6), progress=False)
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def test_create_model_refuses_unknown_arguments():
+    with pytest.raises(InputError, match=r"takes no argument\(s\) \['widht'\]; its arguments are \['width', 'depth'\]"):
+        create_model("mlp", input_shape=(1, 8, 8), num_classes=10, widht=3)
+
+
+def test_step_schedule_divides_by_ten_at_thirds():
+    cfg = TrainConfig(epochs=30, lr=0.1)
+    assert [lr_at(cfg, e) for e in (0, 9, 10, 19, 20, 29)] == pytest.approx([0.1, 0.1, 0.01, 0.01, 0.001, 0.001])
+
+
+def test_training_repeats_exactly_on_cpu(digits):
+    def run():
+        torch.manual_seed(3)
+        m = create_model("mlp", input_shape=digits.input_shape, num_classes=10, width=32, depth=1)
+        r = train(m, digits.x_train[:256], digits.y_train[:256], TrainConfig(epochs=2, batch_size=64), seed=3,
+                  progress=False)
+        return m, r
+
+    (m1, r1), (m2, r2) = run(), run()
+    assert r1.history == r2.history
+    for a, b in zip(m1.state_dict().values(), m2.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("loss", ["ce", "mse", "label_smoothing"])
+def test_losses_reduce_training_loss(digits, loss):
+    torch.manual_seed(0)
+    m = create_model("mlp", input_shape=digits.input_shape, num_classes=10, width=64, depth=2)
+    r = train(m, digits.x_train, digits.y_train, TrainConfig(epochs=4, batch_size=64, loss=loss), progress=False)
+    assert r.history[-1]["loss"] < r.history[0]["loss"]
+    assert r.history[-1]["train_accuracy"] > 0.8
+
+
+def test_bad_training_config():
+    with pytest.raises(InputError, match="loss must be one of"):
+        TrainConfig(loss="hinge")
+    with pytest.raises(InputError, match="epochs and batch_size must be >= 1"):
+        TrainConfig(epochs=0)
