@@ -85,23 +85,23 @@ def collapse_metrics(train, test=None, *, weight=None, bias=None, weight_decay: 
     """
     wd = _check_options(weight_decay, global_mean)
     h_raw, y_raw = _split(train, "train")
-    h = check_features(h_raw, "train features")
+    h = check_features(h_raw, "train features", to_float64=False)
     w, b = check_classifier(weight, bias, h.shape[1], h.device)
     c = w.shape[0] if w is not None else int(torch.as_tensor(y_raw).max()) + 1
     y = check_labels(y_raw, h.shape[0], c, "train labels", h.device)
     check_all_classes_present(y, c, "train")
     if c < 2:
         raise InputError("collapse needs at least 2 classes; the train labels hold 1")
-    tr = oneshot_stats(h, y, c, weight=w, bias=b)
+    tr = oneshot_stats(h, y, c, weight=w, bias=b, name="train features")
     te = None
     if test is not None:
         ht_raw, yt_raw = _split(test, "test")
-        ht = check_features(ht_raw, "test features", h.device)
+        ht = check_features(ht_raw, "test features", h.device, to_float64=False)
         if ht.shape[1] != h.shape[1]:
             raise InputError(f"test features have D = {ht.shape[1]} but train features have D = {h.shape[1]}")
         yt = check_labels(yt_raw, ht.shape[0], c, "test labels", h.device)
         check_all_classes_present(yt, c, "test")
-        te = oneshot_stats(ht, yt, c, ref_means=tr.means, weight=w, bias=b)
+        te = oneshot_stats(ht, yt, c, ref_means=tr.means, weight=w, bias=b, name="test features")
     theta = M.ridge_oneshot(h, y, c, wd) if (ls_gap and w is not None) else None
     return _finalize(tr, te, w, b, global_mean, theta)
 

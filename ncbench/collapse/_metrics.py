@@ -200,6 +200,7 @@ def ridge_from_gram(hh, h_sum, class_sums, counts, weight_decay: float) -> torch
 
 def ridge_oneshot(h: torch.Tensor, y: torch.Tensor, num_classes: int, weight_decay: float) -> torch.Tensor:
     """[W_LS b_LS] from features in memory; lambda = 0 solves min-norm least squares on X itself (gelsd)."""
+    h = h.to(torch.float64)
     if weight_decay > 0:
         counts = torch.bincount(y, minlength=num_classes).to(torch.float64)
         class_sums = torch.zeros(num_classes, h.shape[1], dtype=torch.float64, device=h.device).index_add_(0, y, h)

@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 
 from .._errors import InputError
-from ._validate import check_features, check_labels
+from ._validate import check_features, check_finite, check_labels
 
 
 @dataclass
@@ -57,22 +57,59 @@ def _ncc_counts(h, y, ref_means, weight, bias):
     return mismatch, correct
 
 
-def oneshot_stats(h, y, num_classes, *, ref_means=None, weight=None, bias=None) -> SplitStats:
-    """Statistics of features ``h`` (N, D) and labels ``y`` held in memory (validated float64/int64 tensors).
+BLOCK_ELEMENTS = 1 << 20  # one block of the one-shot pass: 8 MB of float64, small enough to stay in cache
+
+
+def _blocks(h, y):
+    """(float64 block of h, block of y) over rows, blocks of about BLOCK_ELEMENTS values."""
+    rows = max(16, BLOCK_ELEMENTS // h.shape[1])
+    for i in range(0, h.shape[0], rows):
+        yield i, h[i:i + rows].to(torch.float64), y[i:i + rows]
+
+
+def oneshot_stats(h, y, num_classes, *, ref_means=None, weight=None, bias=None, name="features") -> SplitStats:
+    """Statistics of features ``h`` (N, D) and labels ``y`` held in memory (validated tensors, any float dtype).
 
     ``ref_means=None`` uses the split's own means for the nearest-class-centre counts (the train split).
+    One blocked pass for the class sums, then one blocked pass that forms the centred features ``Z`` block
+    by block (never all of it) and keeps only their projections onto the span of the class means (and of
+    ``ref_means``): every ``quad(V)`` that the metrics ask for has V in that span. Blocks are converted to
+    float64 as they are read.
     """
-    counts = torch.bincount(y, minlength=num_classes).to(torch.float64)
-    sums = torch.zeros(num_classes, h.shape[1], dtype=torch.float64, device=h.device).index_add_(0, y, h)
+    c = num_classes
+    counts = torch.bincount(y, minlength=c).to(torch.float64)
+    sums = torch.zeros(c, h.shape[1], dtype=torch.float64, device=h.device)
+    for _, hb, yb in _blocks(h, y):
+        sums.index_add_(0, yb, hb)
+    check_finite(h, name, sums)
     means = sums / counts[:, None]
-    z = h - means[y]
-    class_sq = torch.zeros(num_classes, dtype=torch.float64, device=h.device).index_add_(0, y, (z * z).sum(1))
-    mismatch, correct = _ncc_counts(h, y, means if ref_means is None else ref_means, weight, bias)
+    ref = means if ref_means is None else ref_means
+    span = means if ref_means is None else torch.cat([means, ref_means])
+    basis = torch.linalg.svd(span, full_matrices=False)[2].T  # (D, k) orthonormal, k <= 2C
+    k = basis.shape[1]
+    # h.mu = (h Q).(Q^T mu) for every mu in the span of Q: one product h @ [Q | W^T] gives the projections of
+    # the centred features, the distances to the reference means and the logits
+    cols = basis if weight is None else torch.cat([basis, weight.T], dim=1)
+    means_q, ref_q = means @ basis, ref @ basis
+    ref_sq = (ref * ref).sum(1)
+    class_sq = torch.zeros(c, dtype=torch.float64, device=h.device)
+    zq = torch.empty(h.shape[0], k, dtype=torch.float64, device=h.device)
+    correct, mismatch = 0, 0
+    for i, hb, yb in _blocks(h, y):
+        z = hb - means.index_select(0, yb)
+        class_sq.index_add_(0, yb, torch.einsum("ij,ij->i", z, z))
+        prod = hb @ cols
+        hq = prod[:, :k]
+        zq[i:i + hb.shape[0]] = hq - means_q.index_select(0, yb)
+        ncc = (ref_sq - 2 * hq @ ref_q.T).argmin(1)
+        correct += int((ncc == yb).sum())
+        if weight is not None:
+            mismatch += int((ncc != (prod[:, k:] + bias).argmax(1)).sum())
 
     def quad(v: torch.Tensor) -> torch.Tensor:
-        return ((z @ v) ** 2).sum(0)
+        return ((zq @ (basis.T @ v)) ** 2).sum(0)
 
-    return SplitStats(counts, means, class_sq, quad, mismatch, correct)
+    return SplitStats(counts, means, class_sq, quad, mismatch if weight is not None else None, correct)
 
 
 class CollapseAccumulator:

@@ -23,8 +23,12 @@ def as_tensor(x: Array, name: str) -> torch.Tensor:
         raise InputError(f"{name} must be a numpy array or a torch tensor; got {type(x).__name__}") from err
 
 
-def check_features(h: Array, name: str, device: torch.device | None = None) -> torch.Tensor:
-    """Return ``h`` as a float64 (N, D) tensor; refuse non-2-D, empty and non-finite input."""
+def check_features(h: Array, name: str, device: torch.device | None = None, *, to_float64: bool = True) -> torch.Tensor:
+    """Return ``h`` as a float64 (N, D) tensor; refuse non-2-D, empty and non-finite input.
+
+    ``to_float64=False`` keeps a floating dtype as given (the caller converts block by block, which avoids
+    materialising a float64 copy of a large feature matrix).
+    """
     t = as_tensor(h, name)
     if t.ndim != 2:
         raise InputError(f"{name} must be a 2-D array (N samples, D features); got shape {tuple(t.shape)}")
@@ -32,15 +36,30 @@ def check_features(h: Array, name: str, device: torch.device | None = None) -> t
         raise InputError(f"{name} is empty: shape {tuple(t.shape)}")
     if t.is_complex() or t.dtype == torch.bool:
         raise InputError(f"{name} must hold real numbers; got dtype {t.dtype}")
-    t = t.to(device=device if device is not None else t.device, dtype=torch.float64)
-    bad = (~torch.isfinite(t)).any(dim=1)
-    n_bad = int(bad.sum())
+    dtype = t.dtype if (t.is_floating_point() and not to_float64) else torch.float64
+    t = t.to(device=device if device is not None else t.device, dtype=dtype)
+    if to_float64:
+        check_finite(t, name)
+    # else the caller checks: oneshot_stats sees any NaN or inf in its float64 class sums, for free
+    return t
+
+
+def check_finite(t: torch.Tensor, name: str, sums: torch.Tensor | None = None) -> None:
+    """Refuse NaN or infinite values, counting the samples that hold them.
+
+    ``sums``: float64 sums over the rows of ``t`` (e.g. class sums) already at hand; NaN and inf always reach
+    them, so the per-sample count is only taken when they are not finite.
+    """
+    if sums is None:
+        sums = t.sum(dim=0, dtype=torch.float64)
+    if bool(torch.isfinite(sums).all()):
+        return
+    n_bad = int((~torch.isfinite(t)).any(dim=1).sum())  # (a finite overflow of the sums lands here and passes)
     if n_bad:
         raise InputError(
             f"{name} contain NaN or infinite values in {n_bad} of {t.shape[0]} samples "
             "(check the model's forward pass or the input scaling)"
         )
-    return t
 
 
 def check_labels(y: Array, n: int, num_classes: int, name: str, device: torch.device) -> torch.Tensor:
