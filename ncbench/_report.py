@@ -43,7 +43,22 @@ def format_record(rec: dict, path=None) -> str:
                      f"{rob['n_points']} test points")
         lines.append(f"  {'eps':>8}{'robust acc':>12}")
         for row in rob["curve"]:
-            lines.append(f"  {row['eps']:>8.4g}{row['robust_accuracy']:>12.4f}")
+            extra = ""
+            if "fooled_by" in row:
+                extra = "   fooled by " + ", ".join(f"{k} {v}" for k, v in row["fooled_by"].items())
+            lines.append(f"  {row['eps']:>8.4g}{row['robust_accuracy']:>12.4f}{extra}")
+        if rob.get("margin") and rob["margin"].get("mean_min_perturbation") is not None:
+            m = rob["margin"]
+            lines.append(f"  mean minimal {m['norm']} perturbation (FAB, {m['n_found']}/{m['n_points']} points): "
+                         f"{m['mean_min_perturbation']:.4g}")
+        if rob.get("bf16_disagreement") is not None:
+            lines.append(f"  bf16 vs fp32 prediction disagreement: {rob['bf16_disagreement']:.4f}")
+        n_checks = len(rob.get("checks", []))
+        if rob.get("reliable", True):
+            lines.append(f"  checks: all {n_checks} passed")
+        else:
+            lines.append(f"  UNRELIABLE: {len(rob['unreliable_reasons'])} of {n_checks} checks failed:")
+            lines.extend(f"    - {r}" for r in rob["unreliable_reasons"])
     wall = prov["wall_time_s"]
     lines.append("")
     lines.append("wall time: " + ", ".join(f"{k} {v:.1f}s" for k, v in wall.items()))

@@ -38,7 +38,13 @@ def build_parser() -> argparse.ArgumentParser:
                                                          "instead of training")
     ev.add_argument("--attack", help="attack name (default pgd)")
     ev.add_argument("--norm", help="threat model (default Linf)")
-    ev.add_argument("--eps", type=_eps_list, help="comma-separated budgets in the [0,1] input scale")
+    ev.add_argument("--eps", type=_eps_list, help="comma-separated budgets in the [0,1] input scale (default: the "
+                                                  "dataset's grid for the norm)")
+    ev.add_argument("--steps", type=int, help="attack iterations (PGD; default 20)")
+    ev.add_argument("--restarts", type=int, help="PGD random restarts (default 1)")
+    ev.add_argument("--n-points", type=int, dest="n_points", help="attack only the first N test points")
+    ev.add_argument("--margin", help="'fab': also the mean minimal perturbation norm (FAB); default none")
+    ev.add_argument("--precision", help="fp32 (default) or bf16 forwards during the attack")
     ev.add_argument("--output", metavar="DIR", help="folder for result records (default ./ncbench-results)")
     ev.add_argument("--list", action="store_true", help="list datasets, models and attacks, then exit")
     tr = sub.add_parser("train", help="train a model and save it as safetensors")
@@ -54,8 +60,9 @@ def _config(args):
 
     raw = load_yaml(args.config) if args.config else None
     return build_config(raw, dataset=args.dataset, model=args.model, epochs=args.epochs, seed=args.seed,
-                        device=args.device, output=getattr(args, "output", None), attack=getattr(args, "attack", None),
-                        norm=getattr(args, "norm", None), eps=getattr(args, "eps", None))
+                        device=args.device, output=getattr(args, "output", None),
+                        **{k: getattr(args, k, None) for k in ("attack", "norm", "eps", "steps", "restarts",
+                                                                "n_points", "margin", "precision")})
 
 
 def cmd_evaluate(args) -> int:

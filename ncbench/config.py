@@ -17,17 +17,18 @@ from .train import TrainConfig
 
 #: Per-dataset defaults. MNIST-1D: the CNN reaches zero train error near epoch 20 of 60 and keeps going into
 #: the terminal phase; weight decay 5e-3 (10x the PNAS CIFAR value) drives collapse within a CPU budget
-#: (about 20 s on 2 cores). eps grids bracket the budgets at which PGD-20 brings robust accuracy near zero.
+#: (about 20 s on 2 cores). eps grids (per threat model) bracket the budgets at which PGD-20 brings robust
+#: accuracy near zero; L2 budgets are about sqrt(input dimension) times the Linf ones.
 DATASET_DEFAULTS: dict[str, dict] = {
     "mnist1d": {
         "model": "cnn1d", "model_args": {},
         "train": {"epochs": 60, "batch_size": 128, "lr": 0.05, "weight_decay": 5e-3},
-        "attack": {"eps": [0.0, 0.005, 0.01, 0.02, 0.04]},
+        "attack": {"eps": {"Linf": [0.0, 0.005, 0.01, 0.02, 0.04], "L2": [0.0, 0.05, 0.1, 0.2, 0.4]}},
     },
     "digits": {
         "model": "mlp", "model_args": {"width": 256, "depth": 3},
         "train": {"epochs": 100, "batch_size": 64, "lr": 0.05, "weight_decay": 5e-3},
-        "attack": {"eps": [0.0, 0.02, 0.05, 0.1, 0.2]},
+        "attack": {"eps": {"Linf": [0.0, 0.02, 0.05, 0.1, 0.2], "L2": [0.0, 0.25, 0.5, 1.0, 2.0]}},
     },
 }
 DEVICES = ("auto", "cpu", "cuda")
@@ -92,9 +93,14 @@ def build_config(raw: dict | None = None, **overrides) -> EvaluateConfig:
     for key in ("epochs",):
         if key in overrides:
             train_d[key] = overrides.pop(key)
-    for key in ("attack", "norm", "eps"):
+    for key in ("attack", "norm", "eps", "steps", "restarts", "n_points", "margin", "precision"):
         if key in overrides:
             attack_d["name" if key == "attack" else key] = overrides.pop(key)
+    if isinstance(attack_d.get("eps"), dict):  # the dataset's grid for the chosen threat model
+        norm = attack_d.get("norm", "Linf")
+        if norm not in attack_d["eps"]:
+            raise InputError(f"norm must be one of {sorted(attack_d['eps'])}; got {norm!r}")
+        attack_d["eps"] = attack_d["eps"][norm]
     if "eps" in attack_d:
         attack_d["eps"] = tuple(attack_d["eps"])
     if "milestones" in train_d:

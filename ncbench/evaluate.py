@@ -59,8 +59,8 @@ def evaluate_model(model: Classifier, ds: Dataset, cfg: EvaluateConfig, *, weigh
     f_tr, z_tr = extract(model, ds.x_train)
     f_te, z_te = extract(model, ds.x_test)
     dev = f_tr.device
-    acc = {"train": float((z_tr.argmax(1) == ds.y_train.to(dev)).float().mean()),
-           "test": float((z_te.argmax(1) == ds.y_test.to(dev)).float().mean())}
+    acc = {"train": int((z_tr.argmax(1) == ds.y_train.to(dev)).sum()) / len(ds.y_train),
+           "test": int((z_te.argmax(1) == ds.y_test.to(dev)).sum()) / len(ds.y_test)}
     timings["features"] = time.perf_counter() - t
     t = time.perf_counter()
     collapse = collapse_metrics((f_tr, ds.y_train), (f_te, ds.y_test), weight=model.fc.weight,

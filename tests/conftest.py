@@ -32,3 +32,13 @@ def digits_checkpoint(digits_model, tmp_path_factory):
     from ncbench.models import save_checkpoint
 
     return save_checkpoint(digits_model, tmp_path_factory.mktemp("ckpt") / "digits-mlp.safetensors")
+
+
+@pytest.fixture(scope="session")
+def mnist1d_default():
+    """The default MNIST-1D CNN, trained with the default recipe (about 20 s): (dataset, model)."""
+    from ncbench.config import build_config
+    from ncbench.evaluate import prepare
+
+    ds, model, _, _, _ = prepare(build_config(None, device="cpu"), progress=False)
+    return ds, model.eval()

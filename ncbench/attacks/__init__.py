@@ -1,0 +1,14 @@
+"""Adversarial robustness through torchattacks, with the checks that make a robust accuracy trustworthy.
+
+Threat models Linf and L2 with eps in the [0, 1] input scale. ``robustness_curve`` attacks a model over an
+eps grid; ``list_attacks()`` names the attacks (``pgd``, ``fgsm``, ``cw``, ``deepfool``, ``autoattack``).
+"""
+
+from . import _library  # noqa: F401  (registers the attacks)
+from ._config import ATTACKS, NORMS, AttackConfig, list_attacks, register_attack
+from ._library import autoattack_components, min_perturbation_fab
+from ._pgd import pgd
+from ._run import robustness_curve
+
+__all__ = ["ATTACKS", "NORMS", "AttackConfig", "autoattack_components", "list_attacks", "min_perturbation_fab",
+           "pgd", "register_attack", "robustness_curve"]

@@ -1,0 +1,147 @@
+"""Robustness curve: clean accuracy, robust accuracy per eps, per-point flags, checks, margin."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from torch import nn
+
+from .._errors import InputError
+from . import _checks as C
+from ._adapters import Autocast
+from ._config import ATTACKS, AttackConfig
+from ._library import min_perturbation_fab
+
+
+@torch.no_grad()
+def _predict(model, x, batch_size):
+    return torch.cat([model(x[i:i + batch_size]).argmax(1) for i in range(0, x.shape[0], batch_size)])
+
+
+def _size(d: torch.Tensor, norm: str) -> torch.Tensor:
+    d = d.flatten(1)
+    return d.abs().amax(1) if norm == "Linf" else d.norm(dim=1)
+
+
+def check_model_output(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
+    """Return C; refuse a model whose output is not (N, C) with C > max label."""
+    with torch.no_grad():
+        out = model(x[:2])
+    if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != min(2, x.shape[0]):
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise InputError(f"the model must return logits of shape (N, C); for 2 inputs it returned {shape}")
+    if int(y.max()) >= out.shape[1]:
+        raise InputError(f"labels go up to {int(y.max())} but the model has {out.shape[1]} outputs")
+    return int(out.shape[1])
+
+
+def robustness_curve(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: AttackConfig, *, seed: int = 0,
+                     progress: bool = True) -> dict:
+    """Attack ``model`` on inputs ``x`` (N, ...) in [0, 1] with labels ``y`` at every eps of ``cfg``.
+
+    Only correctly classified points are attacked, and at each eps only the points still robust at the
+    smaller one (a point fooled at a smaller eps is fooled at every larger eps: the smaller ball lies inside
+    the larger). Returns a dict with the settings, ``clean_accuracy``, ``curve`` (per eps:
+    ``robust_accuracy``, ``n_attacked``, ``wall_time_s``), ``robust_flags`` (per point at the largest eps, a
+    string of 0/1), ``checks``, ``reliable`` and ``unreliable_reasons``, and ``margin`` (if asked for).
+    """
+    from tqdm.auto import tqdm
+
+    t_start = time.perf_counter()
+    if x.shape[0] != y.shape[0] or x.shape[0] == 0:
+        raise InputError(f"x has {x.shape[0]} samples but y has {y.shape[0]}")
+    if cfg.n_points is not None:
+        x, y = x[:cfg.n_points], y[:cfg.n_points]
+    if not (float(x.min()) >= 0.0 and float(x.max()) <= 1.0):
+        raise InputError(f"inputs must lie in [0, 1]; got values in [{float(x.min()):.3g}, {float(x.max()):.3g}]")
+    device = next(model.parameters()).device
+    x, y = x.to(device), y.to(device)
+    was_training = model.training
+    model.eval()
+    frozen = [p for p in model.parameters() if p.requires_grad]
+    for p in frozen:
+        p.requires_grad_(False)
+    try:
+        num_classes = check_model_output(model, x, y)
+        sample = slice(0, min(cfg.check_points, x.shape[0]))
+        checks = [C.check_eval_mode(model), C.check_deterministic(model, x[sample]), C.check_logits(model, x[sample])]
+        target = Autocast(model).eval() if cfg.precision == "bf16" else model
+        clean_pred = _predict(model, x, cfg.batch_size)
+        bf16_disagreement = None
+        if cfg.precision == "bf16":
+            bf16_disagreement = float((_predict(target, x[sample], cfg.batch_size) != clean_pred[sample]).float().mean())
+        correct = (clean_pred if target is model else _predict(target, x, cfg.batch_size)) == y
+        if bool(correct[sample].any()):
+            checks.append(C.check_gradients(model, x[sample][correct[sample]], y[sample][correct[sample]]))
+        n = x.shape[0]
+        robust = correct.clone()
+        clean = int(correct.sum()) / n
+        gen = torch.Generator().manual_seed(seed)
+        best_adv = x.clone()
+        eps_found = torch.full((n,), float("inf"), device=device)
+        grid = sorted(set(float(e) for e in cfg.eps))
+        curve, claimed = [], []
+        bar = tqdm(grid, desc=f"attack {cfg.name}-{cfg.norm}", unit="eps", disable=not progress, leave=False)
+        for eps in bar:
+            t0 = time.perf_counter()
+            idx = robust.nonzero().flatten()
+            row = {"eps": eps, "n_attacked": int(idx.numel()) if eps > 0 else 0}
+            if eps > 0 and idx.numel():
+                attack = ATTACKS.get(cfg.name)(target, eps, cfg, num_classes, gen, x)
+                max_size, lo, hi, n_nan, fooled_by = 0.0, 1.0, 0.0, 0, {}
+                for i in range(0, idx.numel(), cfg.batch_size):
+                    b = idx[i:i + cfg.batch_size]
+                    adv, info = attack(x[b], y[b], b)
+                    adv = adv.detach()
+                    n_nan += int(torch.isnan(adv).flatten(1).any(1).sum())
+                    max_size = max(max_size, float(_size(adv - x[b], cfg.norm).max()))
+                    lo, hi = min(lo, float(adv.min())), max(hi, float(adv.max()))
+                    fooled = _predict(target, adv, cfg.batch_size) != y[b]
+                    best_adv[b[fooled]] = adv[fooled]
+                    eps_found[b[fooled]] = eps
+                    robust[b[fooled]] = False
+                    for k, v in info.get("fooled_by", {}).items():
+                        fooled_by[k] = fooled_by.get(k, 0) + v
+                checks.append(C.check_bounds(eps, cfg.norm, max_size, lo, hi, n_nan))
+                sq = C.check_square(eps, fooled_by, n) if fooled_by else None
+                if sq:
+                    checks.append(sq)
+                if fooled_by:
+                    row["fooled_by"] = fooled_by
+            claimed.append(int(robust.sum()))
+            row["robust_accuracy"] = claimed[-1] / n
+            row["wall_time_s"] = time.perf_counter() - t0
+            curve.append(row)
+            bar.set_postfix(eps=eps, robust=f"{row['robust_accuracy']:.3f}")
+        # the adversarial inputs, forwarded again in one differently batched pass
+        found = torch.isfinite(eps_found).nonzero().flatten()
+        still_fooled = torch.zeros(n, dtype=torch.bool, device=device)
+        if found.numel():
+            still_fooled[found] = _predict(target, best_adv[found], max(1, cfg.batch_size // 2 + 1)) != y[found]
+        recomputed_correct = _predict(target, x, max(1, cfg.batch_size // 2 + 1)) == y
+        for row, c in zip(curve, claimed):
+            r = int((recomputed_correct & ~(still_fooled & (eps_found <= row["eps"]))).sum())
+            checks.append(C.check_recomputed(row["eps"], c, r, n))
+        checks += C.check_curve(clean, [r["robust_accuracy"] for r in curve], grid)
+        margin = None
+        if cfg.margin == "fab":
+            pts = correct.nonzero().flatten()[:cfg.margin_points]
+            sizes = min_perturbation_fab(target, x[pts], y[pts], cfg.norm, num_classes, seed=seed)
+            ok = torch.isfinite(sizes)
+            margin = {"method": "fab", "norm": cfg.norm, "n_points": int(pts.numel()),
+                      "n_found": int(ok.sum()),
+                      "mean_min_perturbation": float(sizes[ok].mean()) if bool(ok.any()) else None,
+                      "median_min_perturbation": float(sizes[ok].median()) if bool(ok.any()) else None}
+        checks.append(C.check_eval_mode(model))  # nothing switched it back on during the attack
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+        model.train(was_training)
+    failed = [c for c in checks if not c["passed"]]
+    return {**cfg.to_dict(), "n_points": n, "clean_accuracy": clean, "curve": curve,
+            "robust_flags": "".join("1" if r else "0" for r in robust.tolist()),
+            "checks": checks, "reliable": not failed,
+            "unreliable_reasons": [f"{c['check']}: {c['detail']}" for c in failed],
+            "margin": margin, "bf16_disagreement": bf16_disagreement,
+            "wall_time_s": time.perf_counter() - t_start}
