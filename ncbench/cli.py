@@ -23,6 +23,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, help="seed of initialisation, batch order and attack (default 0)")
     p.add_argument("--device", help="auto (default), cpu or cuda")
     p.add_argument("--config", metavar="FILE.yaml", help="a YAML config; command-line options override it")
+    p.add_argument("--data-dir", dest="data_dir", metavar="DIR", help="where torchvision datasets live "
+                   "(default $NCBENCH_DATA or ~/.cache/ncbench/data)")
+    p.add_argument("--download", action="store_true", default=None, help="let torchvision download the dataset")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -34,8 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     ev = sub.add_parser("evaluate", help="train (or load) a model, measure collapse and robustness, write a record")
     _common(ev)
-    ev.add_argument("--checkpoint", metavar="PATH", help="evaluate saved weights (.safetensors or weights_only .pt) "
-                                                         "instead of training")
+    ev.add_argument("--checkpoint", metavar="PATH", help="evaluate saved weights (.safetensors, weights_only .pt, "
+                                                         "or a torch.export .pt2 with --trust-checkpoint) instead "
+                                                         "of training")
+    ev.add_argument("--trust-checkpoint", action="store_true", help="allow a .pt2 archive, which unpickles: only "
+                                                                    "for files you made yourself")
     ev.add_argument("--attack", help="attack name (default pgd)")
     ev.add_argument("--norm", help="threat model (default Linf)")
     ev.add_argument("--eps", type=_eps_list, help="comma-separated budgets in the [0,1] input scale (default: the "
@@ -52,13 +58,29 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--out", metavar="PATH.safetensors", help="where to save (default "
                     "ncbench-results/checkpoints/<dataset>-<model>-s<seed>.safetensors)")
     tr.add_argument("--force", action="store_true", help="overwrite an existing checkpoint file")
+    pl = sub.add_parser("plot", help="draw collapse over training from a result record (PNG and PDF)")
+    pl.add_argument("record", help="a JSON record written by ncbench evaluate")
+    pl.add_argument("--out", metavar="STEM", help="output path without extension (default: beside the record)")
     return parser
+
+
+def cmd_plot(args) -> int:
+    from .plot import plot_training, read_record
+
+    rec = read_record(args.record)
+    stem = Path(args.out) if args.out else Path(args.record).with_suffix("")
+    for path in plot_training(rec, stem):
+        print(f"wrote {path}")
+    return 0
 
 
 def _config(args):
     from .config import build_config, load_yaml
 
-    raw = load_yaml(args.config) if args.config else None
+    raw = load_yaml(args.config) if args.config else {}
+    data_opts = {k: v for k, v in (("data_dir", args.data_dir), ("download", args.download)) if v is not None}
+    if data_opts:
+        raw = {**raw, "dataset_args": {**(raw.get("dataset_args") or {}), **data_opts}}
     return build_config(raw, dataset=args.dataset, model=args.model, epochs=args.epochs, seed=args.seed,
                         device=args.device, output=getattr(args, "output", None),
                         **{k: getattr(args, k, None) for k in ("attack", "norm", "eps", "steps", "restarts",
@@ -79,7 +101,7 @@ def cmd_evaluate(args) -> int:
         print("attacks: ", ", ".join(list_attacks()))
         return 0
     cfg = _config(args)
-    record = run_evaluate(cfg, checkpoint=args.checkpoint, progress=not args.quiet)
+    record = run_evaluate(cfg, checkpoint=args.checkpoint, progress=not args.quiet, trust=args.trust_checkpoint)
     path = write_record(record, cfg.output)
     print(format_record(record, path))
     return 0
@@ -104,7 +126,7 @@ def cmd_train(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return {"evaluate": cmd_evaluate, "train": cmd_train}[args.command](args)
+        return {"evaluate": cmd_evaluate, "train": cmd_train, "plot": cmd_plot}[args.command](args)
     except NcbenchError as err:
         print(f"ncbench: error: {err}", file=sys.stderr)
         return 2

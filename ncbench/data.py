@@ -60,15 +60,64 @@ def list_datasets(pattern: str = "*") -> list[str]:
     return DATASETS.names(pattern)
 
 
-def load_dataset(name: str, **kwargs) -> Dataset:
-    """Load dataset ``name`` (see :func:`list_datasets`); keyword options depend on the dataset."""
+def load_dataset(name: str, *, n_per_class: int | None = None, n_train: int | None = None,
+                 label_noise: float = 0.0, subset_seed: int = 0, **kwargs) -> Dataset:
+    """Load dataset ``name`` (see :func:`list_datasets`); other keyword options depend on the dataset.
+
+    Options for every dataset, applied to the train split in this order (seeded by ``subset_seed``):
+    ``n_per_class`` keeps a balanced random subset of n training samples per class (as the papers did);
+    ``n_train`` keeps a random subset of that many training samples; ``label_noise`` replaces the label of that
+    fraction of training samples by a different class drawn uniformly (the record counts them). The test split
+    is never changed.
+    """
     loader = DATASETS.get(name)
     try:
-        return loader(**kwargs)
+        ds = loader(**kwargs)
     except TypeError as err:
         if "unexpected keyword" in str(err):
             raise InputError(f"dataset {name!r}: {err}") from None
         raise
+    if n_per_class is None and n_train is None and not label_noise:
+        return ds
+    return subsample(ds, n_per_class=n_per_class, n_train=n_train, label_noise=label_noise, seed=subset_seed)
+
+
+def subsample(ds: Dataset, *, n_per_class=None, n_train=None, label_noise=0.0, seed=0) -> Dataset:
+    """Balanced subsampling, train-set size and label noise on the train split (see :func:`load_dataset`)."""
+    g = torch.Generator().manual_seed(int(seed))
+    x, y = ds.x_train, ds.y_train
+    info = dict(ds.info)
+    if n_per_class is not None:
+        counts = torch.bincount(y, minlength=ds.num_classes)
+        if n_per_class < 1 or int(counts.min()) < n_per_class:
+            raise InputError(f"n_per_class must be in 1..{int(counts.min())} (the rarest class of {ds.name!r} has "
+                             f"{int(counts.min())} training samples); got {n_per_class}")
+        keep = torch.cat([(y == c).nonzero().flatten()[torch.randperm(int(counts[c]), generator=g)[:n_per_class]]
+                          for c in range(ds.num_classes)]).sort().values
+        x, y = x[keep], y[keep]
+        info["n_per_class"] = int(n_per_class)
+    if n_train is not None:
+        if not 1 <= n_train <= x.shape[0]:
+            raise InputError(f"n_train must be in 1..{x.shape[0]}; got {n_train}")
+        keep = torch.randperm(x.shape[0], generator=g)[:n_train].sort().values
+        x, y = x[keep], y[keep]
+        info["n_train_subset"] = int(n_train)
+    if label_noise:
+        if not 0.0 <= label_noise <= 1.0:
+            raise InputError(f"label_noise must be a fraction in [0, 1]; got {label_noise}")
+        n_noisy = int(round(label_noise * x.shape[0]))
+        which = torch.randperm(x.shape[0], generator=g)[:n_noisy]
+        shift = torch.randint(1, ds.num_classes, (n_noisy,), generator=g)
+        y = y.clone()
+        y[which] = (y[which] + shift) % ds.num_classes  # always a different class
+        info["label_noise"] = float(label_noise)
+        info["n_relabelled"] = n_noisy
+    missing = (torch.bincount(y, minlength=ds.num_classes) == 0).nonzero().flatten().tolist()
+    if missing:
+        raise InputError(f"after subsampling, class(es) {missing[:10]} have no training sample; keep more data")
+    info["subset_seed"] = int(seed)
+    mean, std = channel_stats(x)
+    return Dataset(ds.name, x, y, ds.x_test, ds.y_test, ds.num_classes, mean, std, info)
 
 
 def channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -131,3 +180,78 @@ def digits(*, test_fraction: float = 0.25, seed: int = 0) -> Dataset:
         x, bunch.target, test_size=float(test_fraction), random_state=int(seed), stratify=bunch.target)
     info = {"source": "sklearn.datasets.load_digits", "test_fraction": float(test_fraction), "split_seed": int(seed)}
     return _finish("digits", x_tr, y_tr, x_te, y_te, 10, info)
+
+
+@register_dataset("gaussian")
+def gaussian(*, num_classes: int = 10, dim: int = 32, n_train: int = 2000, n_test: int = 1000,
+             separation: float = 3.0, seed: int = 0) -> Dataset:
+    """A seeded Gaussian mixture: C class means drawn on the sphere of radius ``separation`` in R^dim, unit
+    isotropic noise, balanced classes. Mapped to [0, 1] by the min and max over all generated samples.
+    Inputs have shape (dim,). Larger ``separation`` means easier classes."""
+    if num_classes < 2 or dim < 1 or n_train < num_classes or n_test < num_classes or separation < 0:
+        raise InputError("gaussian needs num_classes >= 2, dim >= 1, n_train and n_test >= num_classes and "
+                         "separation >= 0")
+    rng = np.random.default_rng(int(seed))
+    mu = rng.standard_normal((num_classes, dim))
+    mu *= separation / np.linalg.norm(mu, axis=1, keepdims=True)
+
+    def draw(n):
+        y = np.arange(n) % num_classes
+        rng.shuffle(y)
+        return mu[y] + rng.standard_normal((n, dim)), y
+
+    x_tr, y_tr = draw(n_train)
+    x_te, y_te = draw(n_test)
+    lo, hi = min(x_tr.min(), x_te.min()), max(x_tr.max(), x_te.max())
+    info = {"num_classes": num_classes, "dim": dim, "separation": float(separation), "seed": int(seed)}
+    return _finish("gaussian", (x_tr - lo) / (hi - lo), y_tr, (x_te - lo) / (hi - lo), y_te, num_classes, info)
+
+
+# ----------------------------------------------------------------------------------------- torchvision
+
+def _data_root(data_dir) -> str:
+    import os
+
+    return str(data_dir) if data_dir is not None else os.environ.get("NCBENCH_DATA", os.path.expanduser("~/.cache/ncbench/data"))
+
+
+def _torchvision(name, cls_name, num_classes, *, data_dir, download, split_kw):
+    """Load both splits through torchvision's own download code and file readers; uint8 -> [0, 1]."""
+    import torchvision.datasets as tvd
+
+    cls = getattr(tvd, cls_name)
+    root = _data_root(data_dir)
+    splits = []
+    for train in (True, False):
+        kw = {"train": train} if split_kw == "train" else {"split": "train" if train else "test"}
+        try:
+            obj = cls(root=root, download=download, **kw)
+        except RuntimeError as err:
+            hint = "" if download else " (pass download=True, or --download, to fetch it)"
+            raise InputError(f"dataset {name!r} not found under {root}: {err}{hint}") from None
+        data = obj.data if isinstance(obj.data, np.ndarray) else obj.data.numpy()
+        labels = np.asarray(getattr(obj, "targets", None) if hasattr(obj, "targets") else obj.labels)
+        if data.ndim == 3:  # (N, H, W) grey
+            data = data[:, None]
+        elif data.shape[-1] == 3 and data.shape[1] != 3:  # (N, H, W, 3) -> (N, 3, H, W)
+            data = data.transpose(0, 3, 1, 2)
+        splits += [torch.from_numpy(np.ascontiguousarray(data)).float().div_(255.0),
+                   torch.from_numpy(labels.astype(np.int64))]
+    info = {"source": f"torchvision.datasets.{cls_name}", "root": root}
+    return _finish(name, splits[0], splits[1], splits[2], splits[3], num_classes, info)
+
+
+def _register_torchvision(name, cls_name, num_classes, split_kw="train"):
+    def loader(*, data_dir: str | None = None, download: bool = False) -> Dataset:
+        return _torchvision(name, cls_name, num_classes, data_dir=data_dir, download=download, split_kw=split_kw)
+
+    loader.__doc__ = (f"torchvision's {cls_name} ({num_classes} classes) from ``data_dir`` (default "
+                      f"$NCBENCH_DATA or ~/.cache/ncbench/data); ``download=True`` fetches it with torchvision.")
+    register_dataset(name)(loader)
+
+
+for _name, _cls, _c, _split in [("mnist", "MNIST", 10, "train"), ("fashion_mnist", "FashionMNIST", 10, "train"),
+                                ("kmnist", "KMNIST", 10, "train"), ("cifar10", "CIFAR10", 10, "train"),
+                                ("cifar100", "CIFAR100", 100, "train"), ("svhn", "SVHN", 10, "split"),
+                                ("stl10", "STL10", 10, "split")]:
+    _register_torchvision(_name, _cls, _c, _split)

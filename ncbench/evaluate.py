@@ -72,6 +72,51 @@ def evaluate_model(model: Classifier, ds: Dataset, cfg: EvaluateConfig, *, weigh
     return {"accuracy": acc, "collapse": collapse, "robustness": robustness, "timings": timings}
 
 
+def log_epochs(epochs: int, n: int) -> list[int]:
+    """About ``n`` log-spaced epochs in 1..epochs, always with the first and the last."""
+    if n <= 0:
+        return []
+    import numpy as np
+
+    return sorted({int(round(e)) for e in np.geomspace(1, epochs, num=max(n, 2))} | {1, epochs})
+
+
+class CollapseTracker:
+    """A training callback that measures accuracy and collapse at log-spaced epochs and at the first epoch of
+    zero training error (the start of the terminal phase)."""
+
+    def __init__(self, ds: Dataset, epochs: list[int], weight_decay: float) -> None:
+        self.ds, self.epochs, self.weight_decay = ds, set(epochs), weight_decay
+        self.rows: list[dict] = []
+        self._tpt_seen = False
+
+    def __call__(self, epoch: int, model: Classifier, row: dict) -> None:
+        first_zero = row["train_accuracy"] == 1.0 and not self._tpt_seen
+        self._tpt_seen |= row["train_accuracy"] == 1.0
+        if epoch not in self.epochs and not first_zero:
+            return
+        f_tr, z_tr = extract(model, self.ds.x_train)
+        f_te, z_te = extract(model, self.ds.x_test)
+        dev = f_tr.device
+        entry = {"epoch": epoch, "first_zero_error": first_zero,
+                 "train_accuracy": int((z_tr.argmax(1) == self.ds.y_train.to(dev)).sum()) / len(self.ds.y_train),
+                 "test_accuracy": int((z_te.argmax(1) == self.ds.y_test.to(dev)).sum()) / len(self.ds.y_test)}
+        import warnings
+
+        from .collapse import CollapseWarning
+
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", CollapseWarning)  # early features are often degenerate
+                entry["collapse"] = collapse_metrics((f_tr, self.ds.y_train), (f_te, self.ds.y_test),
+                                                     weight=model.fc.weight, bias=model.fc.bias,
+                                                     weight_decay=self.weight_decay, ls_gap=False)
+        except InputError as err:  # e.g. two classes with identical features early on: say so, no NaN
+            entry["collapse"] = None
+            entry["collapse_error"] = str(err)
+        self.rows.append(entry)
+
+
 def _check_fits(model: Classifier, ds: Dataset, path: str) -> None:
     spec = model.spec
     if spec.num_classes != ds.num_classes:
@@ -82,7 +127,7 @@ def _check_fits(model: Classifier, ds: Dataset, path: str) -> None:
                               f"dataset {ds.name!r} has {ds.input_shape}")
 
 
-def prepare(cfg: EvaluateConfig, *, checkpoint: str | None = None, progress: bool = True):
+def prepare(cfg: EvaluateConfig, *, checkpoint: str | None = None, progress: bool = True, trust: bool = False):
     """Dataset and model (trained here, or loaded from ``checkpoint``), with what training did."""
     device = resolve_device(cfg.device)
     timings = {}
@@ -91,23 +136,26 @@ def prepare(cfg: EvaluateConfig, *, checkpoint: str | None = None, progress: boo
     timings["data"] = time.perf_counter() - t
     trained: TrainResult | None = None
     if checkpoint is not None:
-        model = load_checkpoint(checkpoint, map_location=device)
+        model = load_checkpoint(checkpoint, map_location=device, trust=trust)
         _check_fits(model, ds, checkpoint)
     else:
         torch.manual_seed(cfg.seed)
         model = create_model(cfg.model, input_shape=ds.input_shape, num_classes=ds.num_classes,
                              mean=ds.mean, std=ds.std, **cfg.model_args).to(device)
+        tracker = CollapseTracker(ds, log_epochs(cfg.train.epochs, cfg.collapse_epochs), cfg.train.weight_decay)
         trained = train(model, ds.x_train, ds.y_train, cfg.train, seed=cfg.seed, device=device,
-                        progress=progress)
+                        callback=tracker, progress=progress)
+        trained.collapse_history = tracker.rows
         timings["train"] = trained.wall_time_s
     return ds, model, trained, device, timings
 
 
-def run_evaluate(cfg: EvaluateConfig, *, checkpoint: str | None = None, progress: bool = True) -> dict:
+def run_evaluate(cfg: EvaluateConfig, *, checkpoint: str | None = None, progress: bool = True,
+                 trust: bool = False) -> dict:
     """The whole pipeline for one config: returns the result record (not yet written)."""
     t0 = time.perf_counter()
     created = datetime.now(timezone.utc)
-    ds, model, trained, device, timings = prepare(cfg, checkpoint=checkpoint, progress=progress)
+    ds, model, trained, device, timings = prepare(cfg, checkpoint=checkpoint, progress=progress, trust=trust)
     # ls_gap's ridge uses the training weight decay; for a loaded checkpoint it is unknown (0: min-norm LS)
     wd = cfg.train.weight_decay if trained is not None else 0.0
     result = evaluate_model(model, ds, cfg, weight_decay=wd, progress=progress)
@@ -116,7 +164,7 @@ def run_evaluate(cfg: EvaluateConfig, *, checkpoint: str | None = None, progress
     training = None
     if trained is not None:
         training = {"terminal_phase_epoch": trained.terminal_phase_epoch, "history": trained.history,
-                    "final_loss": trained.history[-1]["loss"]}
+                    "final_loss": trained.history[-1]["loss"], "collapse_history": trained.collapse_history}
     record = {
         "schema_version": SCHEMA_VERSION,
         "kind": "ncbench.evaluate",

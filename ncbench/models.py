@@ -99,7 +99,17 @@ def list_models(pattern: str = "*") -> list[str]:
 
 
 def create_model(name: str, *, input_shape, num_classes: int, mean=(0.0,), std=(1.0,), **args) -> Classifier:
-    """Build registered architecture ``name`` for inputs of ``input_shape`` (without batch) and C classes."""
+    """Build architecture ``name`` for inputs of ``input_shape`` (without batch) and C classes.
+
+    ``name`` is a registered name (:func:`list_models`), or ``tv:<name>`` for a torchvision model
+    (``torchvision.models.get_model``; e.g. ``weights="DEFAULT"`` downloads its weights) or ``timm:<name>`` for a
+    timm model; their final ``nn.Linear`` becomes ``fc`` and everything before it ``features``.
+    """
+    if ":" in name:
+        model = _external(name, tuple(input_shape), int(num_classes), tuple(mean), tuple(std), dict(args))
+        model.spec = ModelSpec(name, int(num_classes), tuple(int(v) for v in input_shape),
+                               tuple(float(v) for v in mean), tuple(float(v) for v in std), dict(args))
+        return model
     factory = MODELS.get(name)
     params = inspect.signature(factory).parameters
     allowed = [p for p in params if params[p].kind == inspect.Parameter.KEYWORD_ONLY]
@@ -110,6 +120,57 @@ def create_model(name: str, *, input_shape, num_classes: int, mean=(0.0,), std=(
     model.spec = ModelSpec(name, int(num_classes), tuple(int(v) for v in input_shape),
                            tuple(float(v) for v in mean), tuple(float(v) for v in std), dict(args))
     return model
+
+
+def _external(name, input_shape, num_classes, mean, std, args) -> Classifier:
+    src, _, arch = name.partition(":")
+    if src == "tv":
+        import torchvision.models as tvm
+
+        if arch not in tvm.list_models():
+            close = __import__("difflib").get_close_matches(arch, tvm.list_models(), n=3)
+            raise InputError(f"torchvision has no model {arch!r}" + (f"; did you mean {close}?" if close else ""))
+        if args.get("weights") is None:
+            args = {**args, "num_classes": num_classes}
+        net = tvm.get_model(arch, **args)
+    elif src == "timm":
+        try:
+            import timm
+        except ImportError:
+            raise InputError(f"model {name!r} needs timm, which is not installed (pip install timm)") from None
+        net = timm.create_model(arch, num_classes=num_classes, **args)
+    else:
+        raise InputError(f"unknown model source {src!r} in {name!r}; use tv:<name> (torchvision) or timm:<name>")
+    return wrap_classifier(net, input_shape, num_classes, mean, std, name=name)
+
+
+def wrap_classifier(net: nn.Module, input_shape, num_classes: int, mean=(0.0,), std=(1.0,), *,
+                    name: str = "model") -> Classifier:
+    """Split ``net`` at its final ``nn.Linear``: that layer becomes ``fc``, the rest (with the layer replaced by
+    an identity) computes the features. Refuses a network whose output is not produced by that layer, and one
+    with the wrong number of classes."""
+    linears = [(n, m) for n, m in net.named_modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise InputError(f"{name} has no nn.Linear layer: ncbench needs a final linear classifier to measure "
+                         "collapse (features are its input)")
+    lin_name, lin = linears[-1]
+    if lin.out_features != num_classes:
+        raise InputError(f"{name}'s final nn.Linear ({lin_name}) has {lin.out_features} outputs but the dataset "
+                         f"has {num_classes} classes")
+    seen = {}
+    handle = lin.register_forward_hook(lambda m, i, o: seen.__setitem__("out", o))
+    net.eval()
+    with torch.no_grad():
+        out = net(torch.rand(2, *input_shape))
+    handle.remove()
+    if "out" not in seen or not torch.equal(seen["out"], out):
+        raise InputError(f"{name}'s output is not produced by its last nn.Linear ({lin_name}); ncbench needs "
+                         "logits = Linear(features)")
+    parent = net.get_submodule(lin_name.rpartition(".")[0]) if "." in lin_name else net
+    setattr(parent, lin_name.rpartition(".")[2], nn.Identity())
+    model = Classifier(net, lin.in_features, num_classes, mean, std)
+    model.fc.load_state_dict(lin.state_dict())
+    return model.train()
 
 
 def _bn_relu_linear(n_in: int, n_out: int) -> list[nn.Module]:
@@ -218,18 +279,87 @@ def _read_state_dict(path: Path):
     return obj["spec"], obj["state_dict"]
 
 
-def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> Classifier:
+class ExportedClassifier(nn.Module):
+    """A ``torch.export`` program whose forward returns ``(features, logits)``, with ``fc`` fitted from it.
+
+    The program's logits must be an affine function of its features (a final linear layer): ``fc`` is recovered
+    by least squares on seeded random inputs and checked to reproduce the logits.
+    """
+
+    def __init__(self, program, input_shape) -> None:
+        super().__init__()
+        # not a registered submodule: an exported program is a fixed function (it cannot switch train/eval),
+        # and its modules' flags would mislead the eval-mode check
+        self.__dict__["program"] = program
+        g = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            f, z = self._both(torch.rand(2, *input_shape, generator=g))
+            n = max(64, 2 * (f.shape[1] + 1))
+            f, z = self._both(torch.rand(n, *input_shape, generator=g))
+            x = torch.cat([f.double(), torch.ones(n, 1, dtype=torch.float64)], 1)
+            theta = torch.linalg.lstsq(x, z.double()).solution  # (D+1, C)
+            err = float((x @ theta - z.double()).abs().max())
+        if err > 1e-3 * max(1.0, float(z.abs().max())):
+            raise CheckpointError(f"the exported program's logits are not an affine function of its features "
+                                  f"(residual {err:.3g}); export a module returning (features, logits) from a final "
+                                  "linear layer")
+        self.fc = nn.Linear(f.shape[1], z.shape[1])
+        with torch.no_grad():
+            self.fc.weight.copy_(theta[:-1].T.float())
+            self.fc.bias.copy_(theta[-1].float())
+
+    def _both(self, x):
+        try:
+            out = self.program(x)
+        except AssertionError as err:  # torch.export's shape guards
+            raise CheckpointError(f"the exported program refused a batch of {x.shape[0]} ({err}); export it with a "
+                                  "dynamic batch dimension (dynamic_shapes)") from None
+        if not (isinstance(out, (tuple, list)) and len(out) == 2):
+            raise CheckpointError("the exported program must return (features, logits); it returned "
+                                  f"{type(out).__name__}")
+        return out[0].flatten(1), out[1]
+
+    def features(self, x):
+        return self._both(x)[0]
+
+    def forward(self, x):
+        return self._both(x)[1]
+
+
+def _load_exported(path: Path, trust: bool) -> nn.Module:
+    if not trust:
+        raise CheckpointError(f"{path}: refused: torch.export archives unpickle parts of their content "
+                              "(torch.export.load uses torch.load with weights_only=False), so ncbench loads them only "
+                              "for files you made yourself: pass trust=True (--trust-checkpoint)")
+    try:
+        ep = torch.export.load(str(path))
+    except Exception as err:  # a corrupt or foreign archive
+        raise CheckpointError(f"{path}: not a readable torch.export archive ({type(err).__name__}: {err})") from None
+    args = ep.example_inputs[0] if ep.example_inputs else ()
+    if len(args) != 1:
+        raise CheckpointError(f"{path}: the exported program must take one input tensor")
+    shape = tuple(args[0].shape[1:])
+    model = ExportedClassifier(ep.module(), shape)
+    model.spec = ModelSpec("torch.export", model.fc.out_features, shape, args={"path": str(path)})
+    return model
+
+
+def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device = "cpu",
+                    trust: bool = False) -> Classifier:
     """Rebuild a model from a ``.safetensors`` file (spec in its metadata) or a ``weights_only`` ``.pt``
-    holding ``{"spec": {...}, "state_dict": {...}}``. Never unpickles arbitrary objects."""
+    holding ``{"spec": {...}, "state_dict": {...}}``. Never unpickles arbitrary objects. A ``torch.export``
+    archive (``.pt2``) whose program returns ``(features, logits)`` loads only with ``trust=True``."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
+    if path.suffix == ".pt2":
+        return _load_exported(path, trust).to(map_location).eval()
     if path.suffix == ".safetensors":
         spec_d, state = _read_safetensors(path)
     elif path.suffix in (".pt", ".pth"):
         spec_d, state = _read_state_dict(path)
     else:
-        raise CheckpointError(f"{path}: unknown checkpoint format {path.suffix!r}; use .safetensors or .pt")
+        raise CheckpointError(f"{path}: unknown checkpoint format {path.suffix!r}; use .safetensors, .pt or .pt2")
     spec = ModelSpec.from_dict(spec_d)
     if spec.arch not in MODELS:
         raise CheckpointError(f"{path}: {MODELS.unknown_message(spec.arch)}")
@@ -244,3 +374,6 @@ def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device
         msg = " ".join(str(err).split())[:300]
         raise CheckpointError(f"{path}: weights do not fit architecture {spec.arch!r}: {msg}") from None
     return model.to(map_location).eval()
+
+
+from . import _archs  # noqa: E402,F401  (registers the image architectures)

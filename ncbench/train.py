@@ -35,7 +35,10 @@ class TrainConfig:
     loss: str = "ce"
     label_smoothing: float = 0.1
     schedule: str = "step"
-    milestones: tuple[float, ...] = (1 / 3, 2 / 3)  # fractions of the epochs at which the lr is divided by 10
+    # where the step schedule divides the lr by 10: fractions of the epochs (< 1), or epoch numbers (>= 1,
+    # e.g. 116 and 233 of the PNAS recipe's 350)
+    milestones: tuple[float, ...] = (1 / 3, 2 / 3)
+    amp: bool = True  # mixed precision (bf16 autocast) when training on CUDA; ignored on the CPU
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
@@ -67,13 +70,15 @@ def _loss_fn(cfg: TrainConfig, num_classes: int) -> Callable:
         return F.cross_entropy
     if cfg.loss == "label_smoothing":
         return lambda logits, y: F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
-    return lambda logits, y: F.mse_loss(logits, F.one_hot(y, num_classes).to(logits.dtype))
+    # Han, Papyan & Donoho 2022: (1/2N) sum_i ||W h_i + b - e_{y_i}||^2 (summed over classes, not averaged)
+    return lambda logits, y: 0.5 * ((logits - F.one_hot(y, num_classes).to(logits.dtype)) ** 2).sum(1).mean()
 
 
 def lr_at(cfg: TrainConfig, epoch: int) -> float:
     """Learning rate during epoch ``epoch`` (0-based)."""
     if cfg.schedule == "step":
-        return cfg.lr * 0.1 ** sum(epoch >= round(m * cfg.epochs) for m in cfg.milestones)
+        at = [m if m >= 1 else round(m * cfg.epochs) for m in cfg.milestones]
+        return cfg.lr * 0.1 ** sum(epoch >= m for m in at)
     if cfg.schedule == "cosine":
         return 0.5 * cfg.lr * (1 + math.cos(math.pi * epoch / cfg.epochs))
     return cfg.lr
@@ -93,12 +98,13 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
 
 
 def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, *, seed: int = 0,
-          device: torch.device | str = "cpu", callback: Callable[[int, nn.Module], None] | None = None,
+          device: torch.device | str = "cpu", callback: Callable[[int, nn.Module, dict], None] | None = None,
           progress: bool = True) -> TrainResult:
     """Train ``model`` in place on inputs ``x`` (N, ...) in [0, 1] and labels ``y`` (N,).
 
     Train accuracy is measured in eval mode after every epoch; ``terminal_phase_epoch`` is the first
-    (1-based) epoch at which it is 1.0. ``callback(epoch, model)`` runs after each epoch.
+    (1-based) epoch at which it is 1.0. ``callback(epoch, model, row)`` runs after each epoch with that
+    epoch's history row (``loss``, ``lr``, ``train_accuracy``).
     """
     from tqdm.auto import tqdm
 
@@ -111,9 +117,11 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, 
     loss_fn = _loss_fn(cfg, num_classes)
     result = TrainResult()
     n = x.shape[0]
+    use_amp = cfg.amp and device.type == "cuda"  # bf16 needs no loss scaling
     t0 = time.perf_counter()
     bar = tqdm(range(cfg.epochs), desc="train", unit="epoch", disable=not progress, leave=False)
     for epoch in bar:
+        model.train()  # a callback may have left it in eval mode
         for group in opt.param_groups:
             group["lr"] = lr_at(cfg, epoch)
         perm = torch.randperm(n, generator=gen).to(device)
@@ -122,7 +130,8 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, 
             idx = perm[i:i + cfg.batch_size]
             if idx.numel() < 2 and n > 1:  # a batch of one breaks batch norm; fold it into the next epoch
                 continue
-            loss = loss_fn(model(x[idx]), y[idx])
+            with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_amp):
+                loss = loss_fn(model(x[idx]).float(), y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -137,7 +146,7 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, 
                                "train_accuracy": train_acc})
         bar.set_postfix(loss=f"{total / max(seen, 1):.4f}", train_acc=f"{train_acc:.4f}")
         if callback is not None:
-            callback(epoch + 1, model)
+            callback(epoch + 1, model, result.history[-1])
     model.eval()
     result.wall_time_s = time.perf_counter() - t0
     return result

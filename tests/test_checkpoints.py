@@ -76,3 +76,29 @@ def test_weights_that_do_not_fit_the_architecture(tmp_path, digits_model):
     torch.save({"spec": spec, "state_dict": digits_model.state_dict()}, path)
     with pytest.raises(CheckpointError, match="weights do not fit architecture 'mlp'"):
         load_checkpoint(path)
+
+
+def test_torch_export_archive_needs_trust_and_recovers_fc(tmp_path, digits_model, digits):
+    from torch import nn
+
+    class Both(nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, x):
+            f = self.m.features(x)
+            return f, self.m.fc(f)
+
+    path = tmp_path / "model.pt2"
+    batch = torch.export.Dim("batch", min=1)
+    program = torch.export.export(Both(digits_model).eval(), (digits.x_test[:4],), dynamic_shapes=({0: batch},))
+    torch.export.save(program, str(path))
+    with pytest.raises(CheckpointError, match="refused: torch.export archives unpickle"):
+        load_checkpoint(path)
+    loaded = load_checkpoint(path, trust=True)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(digits.x_test[:32]), digits_model(digits.x_test[:32]))
+        torch.testing.assert_close(loaded.fc(loaded.features(digits.x_test[:8])), digits_model(digits.x_test[:8]),
+                                   rtol=1e-4, atol=1e-4)
+    assert loaded.spec.num_classes == 10 and loaded.spec.input_shape == (1, 8, 8)

@@ -29,8 +29,8 @@ def assert_one_line_error(proc, pattern):
 
 
 @pytest.mark.parametrize("args,pattern", [
-    (["--dataset", "mnist-1d"], r"unknown dataset 'mnist-1d'; did you mean 'mnist1d'\? \(valid: digits, mnist1d\)"),
-    (["--model", "resnet"], r"unknown model 'resnet' \(valid: cnn1d, mlp\)"),
+    (["--dataset", "mnist-1d"], r"unknown dataset 'mnist-1d'; did you mean 'mnist1d'.*\(valid: cifar10, .*, svhn\)"),
+    (["--model", "resnet"], r"unknown model 'resnet'; did you mean .*\(valid: cnn1d, cnn2d, .*, wrn28\)"),
     (["--checkpoint", "missing.safetensors"], r"checkpoint 'missing.safetensors' does not exist"),
     (["--eps", "0,2"], r"eps must be in \[0, 1\]"),
     (["--device", "tpu"], r"device must be one of"),
@@ -139,11 +139,14 @@ def test_digits_end_to_end_and_train_command(tmp_path):
                           "exists; choose another --out or pass --force")
 
 
-@pytest.mark.parametrize("path", sorted(Path(__file__).parents[1].glob("configs/*.yaml")))
+CONFIGS = sorted(Path(__file__).parents[1].glob("configs/*.yaml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
 def test_committed_configs_are_valid(path):
     from ncbench.config import build_config, load_yaml
 
     cfg = build_config(load_yaml(path))
-    default = build_config(None, dataset=cfg.dataset)
-    # the written-out defaults must stay equal to DATASET_DEFAULTS: same hash, same numbers
-    assert cfg.hash() == default.hash()
+    if path.stem in ("mnist1d-cnn1d", "digits-mlp"):
+        # the written-out defaults must stay equal to DATASET_DEFAULTS: same hash, same numbers
+        assert cfg.hash() == build_config(None, dataset=cfg.dataset).hash()

@@ -7,11 +7,18 @@ from ncbench.data import list_datasets, load_dataset
 from ncbench.models import create_model, list_models
 from ncbench.train import TrainConfig, lr_at, train
 
-# the input shape each architecture family takes, for registry-built tests
+# the input shape each architecture takes in the registry-built tests (images by default)
 SHAPES = {"cnn1d": (1, 40), "mlp": (1, 8, 8)}
+EMBEDDED = ["digits", "gaussian", "mnist1d"]
+# torchvision's datasets are loaded from tiny files in their on-disk formats in test_torchvision_datasets.py
+TORCHVISION = ["cifar10", "cifar100", "fashion_mnist", "kmnist", "mnist", "stl10", "svhn"]
 
 
-@pytest.mark.parametrize("name", list_datasets())
+def test_every_registered_dataset_is_tested():
+    assert sorted(EMBEDDED + TORCHVISION) == list_datasets()
+
+
+@pytest.mark.parametrize("name", EMBEDDED)
 def test_every_dataset_is_in_unit_range_with_all_classes(name):
     ds = load_dataset(name)
     for x, y in ((ds.x_train, ds.y_train), (ds.x_test, ds.y_test)):
@@ -39,16 +46,16 @@ def test_digits_split_is_fixed_and_stratified():
 
 
 def test_unknown_dataset_and_option():
-    with pytest.raises(UnknownNameError, match="valid: digits, mnist1d"):
+    with pytest.raises(UnknownNameError, match="valid: cifar10, cifar100, digits"):
         load_dataset("cifar")
     with pytest.raises(InputError, match="unexpected keyword"):
-        load_dataset("digits", n_per_class=3)
+        load_dataset("digits", n_per_clas=3)
 
 
 @pytest.mark.parametrize("name", list_models())
 def test_every_model_forward_features_and_one_step(name):
     torch.manual_seed(0)
-    shape = SHAPES[name]
+    shape = SHAPES.get(name, (3, 32, 32))
     model = create_model(name, input_shape=shape, num_classes=5, mean=(0.5,), std=(0.2,))
     x = torch.rand(6, *shape)
     feats = model.features(x)
@@ -98,3 +105,42 @@ def test_bad_training_config():
         TrainConfig(loss="hinge")
     with pytest.raises(InputError, match="epochs and batch_size must be >= 1"):
         TrainConfig(epochs=0)
+
+
+def test_gaussian_mixture_separation_controls_difficulty():
+    from ncbench.collapse import collapse_metrics
+
+    easy = load_dataset("gaussian", separation=8.0, dim=16)
+    hard = load_dataset("gaussian", separation=0.5, dim=16)
+    nc1 = lambda ds: collapse_metrics((ds.x_train.flatten(1), ds.y_train))["train"]["nc1"]  # noqa: E731
+    assert nc1(easy) < nc1(hard)
+    assert easy.input_shape == (16,) and torch.equal(easy.x_test, load_dataset("gaussian", separation=8.0, dim=16).x_test)
+
+
+def test_torchvision_adapter_and_bring_your_own_errors():
+    from torch import nn
+
+    from ncbench.models import wrap_classifier
+
+    m = create_model("tv:resnet18", input_shape=(3, 32, 32), num_classes=7)
+    x = torch.rand(2, 3, 32, 32)
+    assert m.features(x).shape == (2, 512) and m.fc.out_features == 7
+    with pytest.raises(InputError, match="torchvision has no model 'resnet19'"):
+        create_model("tv:resnet19", input_shape=(3, 32, 32), num_classes=7)
+    with pytest.raises(InputError, match="needs timm|unknown model source"):
+        create_model("timm:resnet18", input_shape=(3, 32, 32), num_classes=7)
+    no_linear = nn.Sequential(nn.Flatten(), nn.Conv1d(1, 1, 1))
+    with pytest.raises(InputError, match="has no nn.Linear layer"):
+        wrap_classifier(nn.Sequential(nn.Flatten(), nn.ReLU()), (1, 4), 3)
+    with pytest.raises(InputError, match="has 5 outputs but the dataset has 3 classes"):
+        wrap_classifier(nn.Sequential(nn.Flatten(), nn.Linear(4, 5)), (1, 4), 3)
+    with pytest.raises(InputError, match="is not produced by its last nn.Linear"):
+        wrap_classifier(nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.Tanh()), (1, 4), 3)
+    del no_linear
+    ok = wrap_classifier(nn.Sequential(nn.Flatten(), nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3)), (1, 4), 3)
+    assert ok.features(torch.rand(5, 1, 4)).shape == (5, 6)
+
+
+def test_milestones_as_epochs():
+    cfg = TrainConfig(epochs=350, lr=0.1, milestones=(116, 233))
+    assert [lr_at(cfg, e) for e in (115, 116, 232, 233)] == pytest.approx([0.1, 0.01, 0.01, 0.001])

@@ -1,0 +1,91 @@
+"""Figures from result records: collapse over training, in the manner of Papyan et al. (PNAS 2020, Figs. 2-7)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ._errors import InputError
+
+#: (record key, panel title) in display order; "error" is 1 - accuracy.
+PANELS = (
+    ("error", "error (1 - accuracy)"),
+    ("nc1", "NC1: Tr(Σ_W Σ_B⁺)/C"),
+    ("nc2_equinorm_means", "NC2 equinorm (means)"),
+    ("nc2_maxangle_means", "NC2 max-angle (means)"),
+    ("nc3_duality", "NC3: ‖W/‖W‖ − M/‖M‖‖²"),
+    ("nc4_ncc_mismatch", "NC4: NCC mismatch"),
+)
+
+
+def read_record(path: str | Path) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"record {str(p)!r} does not exist")
+    try:
+        rec = json.loads(p.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise InputError(f"{p}: not a JSON result record ({err})") from None
+    if not isinstance(rec, dict) or rec.get("kind") != "ncbench.evaluate":
+        raise InputError(f"{p}: not an ncbench evaluate record")
+    return rec
+
+
+def _series(history, split: str, key: str):
+    xs, ys = [], []
+    for row in history:
+        if key == "error":
+            v = 1.0 - row[f"{split}_accuracy"]
+        elif row.get("collapse"):
+            v = row["collapse"][split].get(key)
+        else:
+            continue
+        if v is not None:
+            xs.append(row["epoch"])
+            ys.append(v)
+    return xs, ys
+
+
+def plot_training(rec: dict, out_stem: str | Path) -> list[Path]:
+    """Collapse metrics against epoch on log-log axes, train and test side by side; writes PNG and PDF."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tr = rec.get("training") or {}
+    history = tr.get("collapse_history") or []
+    if len(history) < 2:
+        raise InputError("the record has no collapse history (a loaded checkpoint, or collapse_epochs: 0); "
+                         "train with ncbench evaluate to get one")
+    prov = rec["provenance"]
+    fig, axes = plt.subplots(3, 4, figsize=(13, 8.5), constrained_layout=True)
+    tpt = tr.get("terminal_phase_epoch")
+    for i, (key, title) in enumerate(PANELS):
+        for j, split in enumerate(("train", "test")):
+            ax = axes[i // 2, 2 * (i % 2) + j]
+            xs, ys = _series(history, split, key)
+            ax.plot(xs, ys, "o-", color="C0" if split == "train" else "C1", ms=3, lw=1.5)
+            ax.set_xscale("log")
+            ax.set_yscale("log", nonpositive="clip")
+            if tpt:
+                ax.axvline(tpt, color="0.6", ls=":", lw=1)
+            ax.set_title(f"{title} — {split}", fontsize=9)
+            ax.set_xlabel("epoch", fontsize=8)
+            ax.tick_params(labelsize=7)
+            ax.grid(True, which="both", alpha=0.25)
+            if any(v == 0 for v in ys):
+                ax.text(0.02, 0.02, "zeros clipped to the axis", transform=ax.transAxes, fontsize=6, color="0.4")
+    ds, model = prov["dataset"], prov["model"]
+    loss = prov["config"]["train"]["loss"]
+    fig.suptitle(f"{ds['name']} · {model['arch']} · {loss} loss · seed {prov['seed']} — dotted line: first epoch "
+                 f"of zero training error ({tpt})", fontsize=10)
+    out_stem = Path(out_stem)
+    out_stem.parent.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for ext in ("png", "pdf"):
+        path = out_stem.with_suffix(f".{ext}")
+        fig.savefig(path, dpi=130)
+        paths.append(path)
+    plt.close(fig)
+    return paths
