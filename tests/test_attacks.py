@@ -57,9 +57,8 @@ def test_linear_model_gives_the_analytic_robust_accuracy(norm, dual, eps):
     w, b = np.array([1.0, -2.0]), 0.5
     x = rng.uniform(0.2, 0.8, size=(2000, 2))
     y = (x @ w + b > 0).astype(np.int64)
-    analytic = np.mean(np.abs(x @ w + b) > eps * np.linalg.norm(w, ord=dual if dual == 2 else 1))
-    if norm == "Linf":
-        analytic = np.mean(np.abs(x @ w + b) > eps * np.abs(w).sum())
+    # robust iff the margin exceeds eps times the dual norm of w (L1 for Linf, L2 for L2)
+    analytic = np.mean(np.abs(x @ w + b) > eps * np.linalg.norm(w, ord=dual))
     out = run(Linear2D(w, b), torch.tensor(x, dtype=torch.float32), torch.tensor(y), norm=norm, eps=(eps,),
               steps=100, random_start=False)  # from x straight along -w: the exact optimum
     assert out["curve"][0]["robust_accuracy"] == pytest.approx(analytic, abs=3 / 2000)
@@ -96,8 +95,7 @@ def test_ncbench_pgd_matches_torchattacks_point_by_point(digits_model, digits):
             tracker.ever |= digits_model(xb).argmax(1) != yb
         robust.append(~tracker.ever)
     plain = "".join("1" if r else "0" for r in torch.cat(robust).tolist())
-    ours = \
-        robustness_curve(digits_model, x, y, AttackConfig(eps=(eps,), steps=steps), seed=seed, progress=False)
+    ours = robustness_curve(digits_model, x, y, AttackConfig(eps=(eps,), steps=steps), seed=seed, progress=False)
     assert ours["robust_flags"] == plain
 
 
