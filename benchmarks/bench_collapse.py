@@ -25,7 +25,6 @@ import argparse
 import statistics
 import time
 
-import numpy as np
 import torch
 
 from ncbench.collapse import collapse_metrics

@@ -13,7 +13,7 @@ def _eps_list(text: str) -> tuple[float, ...]:
     try:
         return tuple(float(v) for v in text.split(",") if v.strip())
     except ValueError:
-        raise argparse.ArgumentTypeError(f"eps must be comma-separated numbers, e.g. 0,0.01,0.02; got {text!r}")
+        raise argparse.ArgumentTypeError(f"eps must be comma-separated numbers, e.g. 0,0.01,0.02; got {text!r}") from None
 
 
 def _common(p: argparse.ArgumentParser) -> None:

@@ -9,7 +9,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from . import __version__
 from ._errors import CheckpointError, InputError
