@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--out", metavar="PATH.safetensors", help="where to save (default "
                     "ncbench-results/checkpoints/<dataset>-<model>-s<seed>.safetensors)")
     tr.add_argument("--force", action="store_true", help="overwrite an existing checkpoint file")
-    pl = sub.add_parser("plot", help="draw collapse over training from a result record (PNG and PDF)")
+    pl = sub.add_parser("plot", help="draw collapse over training and the robustness curve of a record (PNG, PDF)")
     pl.add_argument("record", help="a JSON record written by ncbench evaluate")
     pl.add_argument("--out", metavar="STEM", help="output path without extension (default: beside the record)")
     return parser
@@ -67,9 +67,20 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_plot(args) -> int:
     from .plot import plot_training, read_record
 
+    from ._errors import InputError
+    from .plot import plot_robustness
+
     rec = read_record(args.record)
     stem = Path(args.out) if args.out else Path(args.record).with_suffix("")
-    for path in plot_training(rec, stem):
+    drawn = []
+    for suffix, draw in (("-training", plot_training), ("-robustness", plot_robustness)):
+        try:
+            drawn += draw(rec, stem.with_name(stem.name + suffix))
+        except InputError as err:
+            print(f"ncbench: skipped {suffix[1:]} figure: {err}", file=sys.stderr)
+    if not drawn:
+        raise NcbenchError("nothing to draw: the record has neither a collapse history nor a robustness curve")
+    for path in drawn:
         print(f"wrote {path}")
     return 0
 

@@ -89,3 +89,38 @@ def plot_training(rec: dict, out_stem: str | Path) -> list[Path]:
         paths.append(path)
     plt.close(fig)
     return paths
+
+
+def plot_robustness(rec: dict, out_stem: str | Path) -> list[Path]:
+    """Robust accuracy against eps (the robustness curve), with clean accuracy; writes PNG and PDF."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rob = rec.get("robustness") or {}
+    curve = rob.get("curve") or []
+    if len(curve) < 2:
+        raise InputError("the record's robustness curve has fewer than 2 budgets; nothing to draw")
+    fig, ax = plt.subplots(figsize=(4.8, 3.6), constrained_layout=True)
+    eps = [r["eps"] for r in curve]
+    ax.plot(eps, [r["robust_accuracy"] for r in curve], "o-", color="C3", label="robust accuracy")
+    ax.axhline(rob["clean_accuracy"], color="0.5", ls="--", lw=1, label="clean accuracy")
+    ax.set_xlabel(f"eps ({rob['norm']}, inputs in [0, 1])")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(0, 1.02)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    prov = rec["provenance"]
+    flag = "" if rob.get("reliable", True) else " — UNRELIABLE (see checks)"
+    ax.set_title(f"{prov['dataset']['name']} · {prov['model']['arch']} · {rob['name']} "
+                 f"({rob['n_points']} points){flag}", fontsize=9)
+    out_stem = Path(out_stem)
+    out_stem.parent.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for ext in ("png", "pdf"):
+        path = out_stem.with_suffix(f".{ext}")
+        fig.savefig(path, dpi=130)
+        paths.append(path)
+    plt.close(fig)
+    return paths

@@ -43,6 +43,27 @@ def test_collapse_history_is_log_spaced_and_plot_writes_png_and_pdf(tmp_path):
     assert paths[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and paths[1].read_bytes()[:5] == b"%PDF-"
 
 
+def test_plot_command_draws_both_figures_or_says_what_it_skipped(tmp_path, capsys):
+    import json
+
+    from ncbench.cli import main
+    from ncbench.evaluate import run_evaluate, write_record
+
+    cfg = build_config({"dataset": "digits", "train": {"epochs": 3}, "attack": {"eps": [0.0, 0.1], "steps": 3}},
+                       device="cpu")
+    path = write_record(run_evaluate(cfg, progress=False), tmp_path)
+    assert main(["plot", str(path), "--out", str(tmp_path / "f")]) == 0
+    assert sorted(p.name for p in tmp_path.glob("f-*")) == ["f-robustness.pdf", "f-robustness.png",
+                                                           "f-training.pdf", "f-training.png"]
+    rec = json.loads(path.read_text())
+    rec["training"] = None  # a loaded checkpoint has no collapse history
+    path2 = tmp_path / "ckpt.json"
+    path2.write_text(json.dumps(rec))
+    assert main(["plot", str(path2), "--out", str(tmp_path / "g")]) == 0
+    assert "skipped training figure" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.glob("g-*")) == ["g-robustness.pdf", "g-robustness.png"]
+
+
 def test_plot_command_errors(tmp_path, capsys):
     from ncbench.cli import main
 
