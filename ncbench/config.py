@@ -99,9 +99,8 @@ def build_config(raw: dict | None = None, **overrides) -> EvaluateConfig:
     attack_d = {**defaults.get("attack", {}), **dict(raw.get("attack") or {})}
     _known("train", train_d, [f.name for f in fields(TrainConfig)])
     _known("attack", attack_d, [f.name for f in fields(AttackConfig)])
-    for key in ("epochs",):
-        if key in overrides:
-            train_d[key] = overrides.pop(key)
+    if "epochs" in overrides:
+        train_d["epochs"] = overrides.pop("epochs")
     for key in ("attack", "norm", "eps", "steps", "restarts", "n_points", "margin", "precision"):
         if key in overrides:
             attack_d["name" if key == "attack" else key] = overrides.pop(key)

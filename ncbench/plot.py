@@ -31,6 +31,30 @@ def read_record(path: str | Path) -> dict:
     return rec
 
 
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no screen needed
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, out_stem: str | Path) -> list[Path]:
+    """Write ``fig`` as OUT_STEM.png and OUT_STEM.pdf, close it, return the paths."""
+    import matplotlib.pyplot as plt
+
+    out_stem = Path(out_stem)
+    out_stem.parent.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for ext in ("png", "pdf"):
+        path = out_stem.with_suffix(f".{ext}")
+        fig.savefig(path, dpi=130)
+        paths.append(path)
+    plt.close(fig)
+    return paths
+
+
 def _series(history, split: str, key: str):
     xs, ys = [], []
     for row in history:
@@ -48,11 +72,7 @@ def _series(history, split: str, key: str):
 
 def plot_training(rec: dict, out_stem: str | Path) -> list[Path]:
     """Collapse metrics against epoch on log-log axes, train and test side by side; writes PNG and PDF."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     tr = rec.get("training") or {}
     history = tr.get("collapse_history") or []
     if len(history) < 2:
@@ -80,24 +100,12 @@ def plot_training(rec: dict, out_stem: str | Path) -> list[Path]:
     loss = prov["config"]["train"]["loss"]
     fig.suptitle(f"{ds['name']} · {model['arch']} · {loss} loss · seed {prov['seed']} — dotted line: first epoch "
                  f"of zero training error ({tpt})", fontsize=10)
-    out_stem = Path(out_stem)
-    out_stem.parent.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for ext in ("png", "pdf"):
-        path = out_stem.with_suffix(f".{ext}")
-        fig.savefig(path, dpi=130)
-        paths.append(path)
-    plt.close(fig)
-    return paths
+    return _save(fig, out_stem)
 
 
 def plot_robustness(rec: dict, out_stem: str | Path) -> list[Path]:
     """Robust accuracy against eps (the robustness curve), with clean accuracy; writes PNG and PDF."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     rob = rec.get("robustness") or {}
     curve = rob.get("curve") or []
     if len(curve) < 2:
@@ -115,12 +123,4 @@ def plot_robustness(rec: dict, out_stem: str | Path) -> list[Path]:
     flag = "" if rob.get("reliable", True) else " — UNRELIABLE (see checks)"
     ax.set_title(f"{prov['dataset']['name']} · {prov['model']['arch']} · {rob['name']} "
                  f"({rob['n_points']} points){flag}", fontsize=9)
-    out_stem = Path(out_stem)
-    out_stem.parent.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for ext in ("png", "pdf"):
-        path = out_stem.with_suffix(f".{ext}")
-        fig.savefig(path, dpi=130)
-        paths.append(path)
-    plt.close(fig)
-    return paths
+    return _save(fig, out_stem)

@@ -124,7 +124,7 @@ def collapse_metrics_streaming(train_batches: Batches, test_batches: Batches | N
     for hb, yb in train_batches():
         acc.update(hb, yb)
     tr = acc.stats()
-    w, b = acc._w, acc._b
+    w, b = acc.classifier
     mismatch, correct = 0, 0
     for hb, yb in train_batches():
         hh = check_features(hb, "features", tr.means.device)

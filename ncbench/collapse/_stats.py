@@ -226,5 +226,8 @@ class CollapseAccumulator:
         return hh, class_sums.sum(0), class_sums
 
     @property
-    def dim(self) -> int | None:
-        return self._dim
+    def classifier(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The validated float64 (W, b), known after the first ``update``."""
+        if self._dim is None:
+            raise InputError("no batch was added: call update(features, labels) first")
+        return self._w, self._b
