@@ -29,6 +29,15 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def _extensions() -> list:
+    """``register(subparsers)`` functions of the commands that live beside their package (sweep, results,
+    regress, leaderboard, submit): each adds its subparser and sets ``func``."""
+    return []
+
+
+_EXTENSIONS = _extensions()
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -61,6 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
     pl = sub.add_parser("plot", help="draw collapse over training and the robustness curve of a record (PNG, PDF)")
     pl.add_argument("record", help="a JSON record written by ncbench evaluate")
     pl.add_argument("--out", metavar="STEM", help="output path without extension (default: beside the record)")
+    ev.set_defaults(func=cmd_evaluate)
+    tr.set_defaults(func=cmd_train)
+    pl.set_defaults(func=cmd_plot)
+    for register in _EXTENSIONS:
+        register(sub)
     return parser
 
 
@@ -137,7 +151,7 @@ def cmd_train(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return {"evaluate": cmd_evaluate, "train": cmd_train, "plot": cmd_plot}[args.command](args)
+        return args.func(args)
     except NcbenchError as err:
         print(f"ncbench: error: {err}", file=sys.stderr)
         return 2
