@@ -39,7 +39,9 @@ def reference_metrics(h, y, W=None, b=None, global_mean="classes", ref_means=Non
         norms = np.linalg.norm(rows, axis=1)
         out[f"nc2_equinorm_{tag}"] = np.std(norms, ddof=1) / np.mean(norms)
         cos = np.array([rows[a] @ rows[c] / (norms[a] * norms[c]) for a, c in pairs])
-        out[f"nc2_equiangle_{tag}"] = np.std(cos, ddof=1) if len(cos) > 1 else 0.0
+        # the authors' code behind PNAS Fig. 3: every off-diagonal entry of the full cosine matrix
+        cos_matrix = (rows / norms[:, None]) @ (rows / norms[:, None]).T
+        out[f"nc2_equiangle_{tag}"] = np.std(cos_matrix[~np.eye(C, dtype=bool)], ddof=1)
         out[f"nc2_maxangle_{tag}"] = np.mean(np.abs(cos + 1 / (C - 1)))
 
     nc2(Mt, "means")

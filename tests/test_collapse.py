@@ -178,6 +178,64 @@ def test_batched_equals_one_shot():
             assert streamed[split][key] == pytest.approx(one[split][key], rel=1e-9, abs=1e-14), (split, key)
 
 
+def test_ls_gap_without_weight_decay_is_stable_near_collapse():
+    """lambda = 0 (min-norm least squares) on nearly collapsed features: the in-memory and streaming routes
+    agree to 1e-9 at every spread, the value converges as the spread shrinks (the exact solution moves by
+    O(sigma): the class means do), and it matches LAPACK's gelsd where gelsd is accurate (sigma = 1e-2; at
+    sigma = 1e-8 gelsd on [H 1] itself is off by orders of magnitude).
+    The 0.1 code solved the streaming route through the pseudo-inverse of X^T X and the in-memory one with
+    gelsd: they disagreed by 5x at sigma = 1e-4 and both drifted."""
+    rng = np.random.default_rng(21)
+    C, D = 10, 64
+    y = np.repeat(np.arange(C), 50)
+    mu, xi = 3 * rng.standard_normal((C, D)) + 100.0, rng.standard_normal((len(y), D))
+    W, b = rng.standard_normal((C, D)), rng.standard_normal(C)
+    values = {}
+    for sigma in (1e-2, 1e-4, 1e-6, 1e-8):
+        h = mu[y] + sigma * xi
+        one = collapse_metrics((h, y), weight=W, bias=b)["train"]["ls_gap"]
+        streamed = collapse_metrics_streaming(lambda: ((h[i:i + 64], y[i:i + 64]) for i in range(0, len(y), 64)),
+                                              num_classes=C, weight=W, bias=b)["train"]["ls_gap"]
+        assert streamed == pytest.approx(one, rel=1e-9), sigma
+        values[sigma] = one
+    x = np.hstack([mu[y] + 1e-2 * xi, np.ones((len(y), 1))])
+    theta = np.linalg.lstsq(x, np.eye(C)[y], rcond=None)[0].T
+    assert values[1e-2] == pytest.approx(np.linalg.norm(np.hstack([W, b[:, None]]) - theta) / np.linalg.norm(theta),
+                                         rel=1e-9)
+    assert values[1e-6] == pytest.approx(values[1e-4], rel=1e-4)
+    assert values[1e-8] == pytest.approx(values[1e-6], rel=1e-6)
+
+
+def test_ls_gap_gives_dead_features_no_weight():
+    """A feature that is 0 for every sample (a dead ReLU) gets a zero coefficient: the minimum-norm fit."""
+    rng = np.random.default_rng(22)
+    h, y, _ = gaussian_clusters(4, 6, 30, rng)
+    h = np.hstack([h, np.zeros((len(y), 1))])
+    W, b = rng.standard_normal((4, 7)), rng.standard_normal(4)
+    x = np.hstack([h, np.ones((len(y), 1))])
+    theta = (np.linalg.pinv(x) @ np.eye(4)[y]).T
+    assert np.abs(theta[:, 6]).max() < 1e-12
+    got = collapse_metrics((h, y), weight=W, bias=b)["train"]["ls_gap"]
+    assert got == pytest.approx(np.linalg.norm(np.hstack([W, b[:, None]]) - theta) / np.linalg.norm(theta), rel=1e-9)
+
+
+def test_equiangle_counts_every_off_diagonal_entry():
+    """The authors' code behind PNAS Fig. 3 takes the std over the C(C-1) off-diagonal cosines (each pair twice);
+    over the C(C-1)/2 unordered pairs the std is sqrt((2P-1)/(2(P-1))) larger (0.57 % at C = 10)."""
+    rng = np.random.default_rng(23)
+    h, y, _ = gaussian_clusters(10, 16, 10, rng)
+    got = collapse_metrics((h, y))["train"]["nc2_equiangle_means"]
+    means = np.stack([h[y == c].mean(0) for c in range(10)])
+    m = means - means.mean(0)
+    unit = m / np.linalg.norm(m, axis=1, keepdims=True)
+    cos = unit @ unit.T
+    assert got == pytest.approx(np.std(cos[~np.eye(10, dtype=bool)], ddof=1), rel=1e-12)
+    pairs = cos[np.triu_indices(10, 1)]
+    p = len(pairs)
+    assert np.std(pairs, ddof=1) == pytest.approx(got * np.sqrt((2 * p - 1) / (2 * (p - 1))), rel=1e-12)
+    assert np.std(pairs, ddof=1) / got - 1 == pytest.approx(0.00567, abs=1e-4)
+
+
 def test_accumulator_batch_size_does_not_matter():
     rng = np.random.default_rng(9)
     h, y, _ = gaussian_clusters(3, 5, 30, rng)
@@ -311,3 +369,21 @@ def test_layer_collapse_matches_direct_features_and_projects_wide_layers():
     assert again["1"]["train"]["nc1"] == small["1"]["train"]["nc1"]  # seeded projection
     with pytest.raises(InputError, match="unknown layer"):
         layer_collapse(model, (x, y), layers=["fc9"])
+
+
+def test_layer_collapse_measures_the_layer_not_the_inplace_activation_after_it():
+    """BatchNorm followed by ReLU(inplace=True), as in cnn2d: the ReLU overwrites the batch norm's output
+    tensor, so a hook that kept a view would measure the ReLU's output instead (0.1 did: cnn2d body.1)."""
+    torch.manual_seed(1)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.BatchNorm1d(8), torch.nn.ReLU(inplace=True),
+                                torch.nn.Linear(8, 3)).eval()
+    model[1].running_mean.normal_()
+    x, y = torch.randn(90, 6), torch.arange(90) % 3
+    with torch.no_grad():
+        bn = model[1](model[0](x)).double()
+    assert (bn < 0).any()  # the ReLU would change these values
+    out = layer_collapse(model, (x, y), layers=["1"])
+    expected = collapse_metrics((bn, y), ls_gap=False)["train"]["nc1"]
+    after_relu = collapse_metrics((bn.clamp_min(0), y), ls_gap=False)["train"]["nc1"]
+    assert out["1"]["train"]["nc1"] == pytest.approx(expected, rel=1e-9)
+    assert abs(after_relu - expected) > 1e-3 * expected

@@ -92,7 +92,8 @@ def collapse_metrics(train, test=None, *, weight=None, bias=None, weight_decay: 
     check_all_classes_present(y, c, "train")
     if c < 2:
         raise InputError("collapse needs at least 2 classes; the train labels hold 1")
-    tr = oneshot_stats(h, y, c, weight=w, bias=b, name="train features")
+    want_ls = ls_gap and w is not None
+    tr = oneshot_stats(h, y, c, weight=w, bias=b, name="train features", scatter=want_ls)
     te = None
     if test is not None:
         ht_raw, yt_raw = _split(test, "test")
@@ -102,7 +103,7 @@ def collapse_metrics(train, test=None, *, weight=None, bias=None, weight_decay: 
         yt = check_labels(yt_raw, ht.shape[0], c, "test labels", h.device)
         check_all_classes_present(yt, c, "test")
         te = oneshot_stats(ht, yt, c, ref_means=tr.means, weight=w, bias=b, name="test features")
-    theta = M.ridge_oneshot(h, y, c, wd) if (ls_gap and w is not None) else None
+    theta = M.ridge_from_stats(tr.counts, tr.means, tr.within, wd) if want_ls else None
     return _finalize(tr, te, w, b, global_mean, theta)
 
 
@@ -117,7 +118,8 @@ def collapse_metrics_streaming(train_batches: Batches, test_batches: Batches | N
     ``train_batches`` (and ``test_batches``) are callables that return a fresh iterable of
     ``(features (B, D), labels (B,))`` batches each time they are called. The train batches are read twice
     (statistics, then the nearest-class-centre counts against the finished train means), the test batches
-    once. Memory O(D^2 + C D). Equal to the one-shot result to about 1e-9 relative.
+    once. Memory O(D^2 + C D). Equal to the one-shot result to 1e-9 relative (tested, nearly collapsed
+    features included).
     """
     wd = _check_options(weight_decay, global_mean)
     acc = CollapseAccumulator(num_classes, weight=weight, bias=bias)
@@ -142,6 +144,5 @@ def collapse_metrics_streaming(train_batches: Batches, test_batches: Batches | N
         te = tacc.stats()
     theta = None
     if ls_gap and w is not None:
-        hh_, h_sum, class_sums = acc.gram()
-        theta = M.ridge_from_gram(hh_, h_sum, class_sums, tr.counts, wd)
+        theta = M.ridge_from_stats(tr.counts, tr.means, tr.within, wd)
     return _finalize(tr, te, w, b, global_mean, theta)

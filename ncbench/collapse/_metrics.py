@@ -99,9 +99,11 @@ def equinorm(rows: torch.Tensor, what: str) -> float:
 
 
 def equiangle(rows: torch.Tensor, what: str) -> float:
-    """std over pairs c < c' of cos(r_c, r_c'), with Bessel's correction; 0 for C = 2 (one angle)."""
+    """std (Bessel's correction) over the C(C-1) off-diagonal entries c != c' of the cosine matrix, each
+    unordered pair counted twice, as in the authors' code behind PNAS Fig. 3. 0 for C = 2 (one angle)."""
     cos = _pair_cosines(rows, what)
-    return 0.0 if cos.numel() < 2 else float(cos.std(correction=1))
+    both = torch.cat([cos, cos])  # the (c, c') and (c', c) entries
+    return float(both.std(correction=1))
 
 
 def maxangle(rows: torch.Tensor, what: str) -> float:
@@ -176,37 +178,50 @@ def ls_gap(theta_ls: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> 
     return float((theta - theta_ls).norm() / theta_ls.norm())
 
 
-def ridge_from_gram(hh, h_sum, class_sums, counts, weight_decay: float) -> torch.Tensor:
-    """[W_LS b_LS] (C, D+1) from sufficient statistics of the augmented features [h 1].
+def ridge_from_stats(counts: torch.Tensor, means: torch.Tensor, within: torch.Tensor,
+                     weight_decay: float) -> torch.Tensor:
+    """[W_LS b_LS] (C, D+1) from the class counts, class means and within-class scatter of the train features.
 
-    Minimises (1/2N) sum ||W h + b - e_y||^2 + (lambda/2)(||W||^2 + ||b||^2): the normal equations are
-    Theta (X^T X / N + lambda I) = Y^T X / N. With lambda = 0 the minimum-norm solution uses the
-    pseudo-inverse of X^T X (eigenvalues cut at max(D+1) * eps of the largest).
+    Minimises (1/2N) sum_i ||W h_i + b - e_{y_i}||^2 + (lambda/2)(||W||^2 + ||b||^2); with lambda = 0, the
+    minimum-norm solution. One algorithm for the in-memory and the streaming route (both pass the same
+    statistics), stable near collapse:
+
+    With x = [h; 1], the normal equations are Theta (G + N lambda I) = R, G = sum_i x_i x_i^T = A + B,
+    A = [S_W 0; 0 0] (S_W = sum_i (h_i - mu_y)(h_i - mu_y)^T, small near collapse), B = sum_c n_c xbar_c
+    xbar_c^T (xbar_c = [mu_c; 1], large), and R = sum_c n_c e_c xbar_c^T. Forming G would bury A under B's
+    rounding (relative error eps * |B| / |A|, 1e-4 at a within-class spread of 1e-6). Instead, in the
+    orthonormal basis [U P] with U spanning the xbar_c, B lives in the U block only, R P = 0, and
+        Theta_P = -Theta_U A_UP (A_PP + N lambda I)^+,
+        Theta_U (B_UU + A_UU + N lambda I - A_UP (A_PP + N lambda I)^+ A_PU) = R_U,
+    where every small block comes from S_W directly. The pseudo-inverse keeps the eigenvalues of the
+    symmetric P block above (D + 1) * eps times its largest (the rank rule of numpy's pinv), so dead or
+    constant features get a zero coefficient: the minimum-norm solution. The U block's Schur complement is at
+    least B_UU, positive definite for distinct classes.
     """
-    n = float(counts.sum())
-    d = hh.shape[0]
-    xtx = torch.empty(d + 1, d + 1, dtype=torch.float64, device=hh.device)
-    xtx[:d, :d] = hh
-    xtx[:d, d] = h_sum
-    xtx[d, :d] = h_sum
-    xtx[d, d] = n
-    yx = torch.cat([class_sums, counts[:, None]], dim=1)  # (C, D+1) = Y^T X
-    if weight_decay > 0:
-        a = xtx / n + weight_decay * torch.eye(d + 1, dtype=torch.float64, device=hh.device)
-        return torch.linalg.solve(a, (yx / n).T).T
-    pinv = torch.linalg.pinv(xtx, hermitian=True, rtol=(d + 1) * EPS64)
-    return yx @ pinv
-
-
-def ridge_oneshot(h: torch.Tensor, y: torch.Tensor, num_classes: int, weight_decay: float) -> torch.Tensor:
-    """[W_LS b_LS] from features in memory; lambda = 0 solves min-norm least squares on X itself (gelsd)."""
-    h = h.to(torch.float64)
-    if weight_decay > 0:
-        counts = torch.bincount(y, minlength=num_classes).to(torch.float64)
-        class_sums = torch.zeros(num_classes, h.shape[1], dtype=torch.float64, device=h.device).index_add_(0, y, h)
-        return ridge_from_gram(h.T @ h, h.sum(0), class_sums, counts, weight_decay)
-    x = torch.cat([h, torch.ones(h.shape[0], 1, dtype=h.dtype, device=h.device)], dim=1).cpu().numpy()
-    target = np.zeros((h.shape[0], num_classes))
-    target[np.arange(h.shape[0]), y.cpu().numpy()] = 1.0
-    sol, *_ = np.linalg.lstsq(x, target, rcond=None)
-    return torch.from_numpy(sol.T.copy()).to(h.device)
+    c, d = means.shape
+    n = counts.sum()
+    xbar = torch.cat([means, torch.ones(c, 1, dtype=means.dtype, device=means.device)], dim=1)  # (C, D+1)
+    u_full, s, _ = torch.linalg.svd(xbar.T, full_matrices=True)  # (D+1, D+1)
+    r = int((s > s[0] * max(c, d + 1) * EPS64).sum())
+    u, p = u_full[:, :r], u_full[:, r:]
+    a = torch.zeros(d + 1, d + 1, dtype=within.dtype, device=within.device)
+    a[:d, :d] = within
+    a_uu, a_up, a_pp = u.T @ a @ u, u.T @ a @ p, p.T @ a @ p
+    xu = xbar @ u  # (C, r)
+    b_uu = (xu.T * counts) @ xu
+    ridge = float(n) * weight_decay
+    r_u = counts[:, None] * xu  # R U = sum_c n_c e_c (xbar_c U)^T, one row per class
+    if p.shape[1]:
+        evals, evecs = torch.linalg.eigh(a_pp + ridge * torch.eye(p.shape[1], dtype=a.dtype, device=a.device))
+        top = float(evals.max()) if evals.numel() else 0.0
+        keep = evals > max(top, 0.0) * (d + 1) * EPS64
+        inv = torch.where(keep, 1.0 / torch.where(keep, evals, torch.ones_like(evals)), torch.zeros_like(evals))
+        k = (a_up @ evecs) * inv  # A_UP (A_PP + N lambda I)^+ = A_UP V diag(1/e) V^T
+        coupling = k @ evecs.T  # (r, D+1-r)
+        schur = b_uu + a_uu + ridge * torch.eye(r, dtype=a.dtype, device=a.device) - coupling @ a_up.T
+    else:
+        coupling = torch.zeros(r, 0, dtype=a.dtype, device=a.device)
+        schur = b_uu + a_uu + ridge * torch.eye(r, dtype=a.dtype, device=a.device)
+    theta_u = torch.linalg.solve(schur, r_u.T).T  # (C, r), schur symmetric
+    theta_p = -theta_u @ coupling
+    return theta_u @ u.T + theta_p @ p.T

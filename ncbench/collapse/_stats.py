@@ -25,6 +25,8 @@ class SplitStats:
     class_sq : (C,) sum over class c of ||h_i - mu_c||^2.
     quad : V (D, r) -> (r,) with entries sum_i ((h_i - mu_{y_i}) . v_k)^2.
     ncc_mismatch, ncc_correct : sample counts against the reference (train) means, or None when unknown.
+    within : (D, D) within-class scatter sum_i (h_i - mu_{y_i})(h_i - mu_{y_i})^T, when it was accumulated
+        (the ridge fit behind ls_gap needs it).
     """
 
     counts: torch.Tensor
@@ -33,6 +35,7 @@ class SplitStats:
     quad: Callable[[torch.Tensor], torch.Tensor]
     ncc_mismatch: int | None = None
     ncc_correct: int | None = None
+    within: torch.Tensor | None = None
 
     @property
     def n(self) -> int:
@@ -67,14 +70,15 @@ def _blocks(h, y):
         yield i, h[i:i + rows].to(torch.float64), y[i:i + rows]
 
 
-def oneshot_stats(h, y, num_classes, *, ref_means=None, weight=None, bias=None, name="features") -> SplitStats:
+def oneshot_stats(h, y, num_classes, *, ref_means=None, weight=None, bias=None, name="features",
+                  scatter: bool = False) -> SplitStats:
     """Statistics of features ``h`` (N, D) and labels ``y`` held in memory (validated tensors, any float dtype).
 
     ``ref_means=None`` uses the split's own means for the nearest-class-centre counts (the train split).
     One blocked pass for the class sums, then one blocked pass that forms the centred features ``Z`` block
     by block (never all of it) and keeps only their projections onto the span of the class means (and of
     ``ref_means``): every ``quad(V)`` that the metrics ask for has V in that span. Blocks are converted to
-    float64 as they are read.
+    float64 as they are read. ``scatter=True`` also sums the full within-class scatter Z^T Z (O(N D^2)).
     """
     c = num_classes
     counts = torch.bincount(y, minlength=c).to(torch.float64)
@@ -95,9 +99,12 @@ def oneshot_stats(h, y, num_classes, *, ref_means=None, weight=None, bias=None, 
     class_sq = torch.zeros(c, dtype=torch.float64, device=h.device)
     zq = torch.empty(h.shape[0], k, dtype=torch.float64, device=h.device)
     correct, mismatch = 0, 0
+    within = torch.zeros(h.shape[1], h.shape[1], dtype=torch.float64, device=h.device) if scatter else None
     for i, hb, yb in _blocks(h, y):
         z = hb - means.index_select(0, yb)
         class_sq.index_add_(0, yb, torch.einsum("ij,ij->i", z, z))
+        if within is not None:
+            within.addmm_(z.T, z)
         prod = hb @ cols
         hq = prod[:, :k]
         zq[i:i + hb.shape[0]] = hq - means_q.index_select(0, yb)
@@ -109,7 +116,7 @@ def oneshot_stats(h, y, num_classes, *, ref_means=None, weight=None, bias=None, 
     def quad(v: torch.Tensor) -> torch.Tensor:
         return ((zq @ (basis.T @ v)) ** 2).sum(0)
 
-    return SplitStats(counts, means, class_sq, quad, mismatch if weight is not None else None, correct)
+    return SplitStats(counts, means, class_sq, quad, mismatch if weight is not None else None, correct, within)
 
 
 class CollapseAccumulator:
@@ -215,15 +222,8 @@ class CollapseAccumulator:
         return SplitStats(
             self._n.clone(), means, class_sq.clamp_min(0), quad,
             self._mismatch if has_ref and self._w is not None else None,
-            self._correct if has_ref else None,
+            self._correct if has_ref else None, within,
         )
-
-    def gram(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(sum h h^T, sum h, per-class sums) rebuilt from the shifted statistics, for the ridge fit of ls_gap."""
-        s, m, n = self._sum, self._shift, self._n
-        hh = self._scatter + m.T @ s + s.T @ m + (m.T * n) @ m
-        class_sums = s + m * n[:, None]
-        return hh, class_sums.sum(0), class_sums
 
     @property
     def classifier(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:

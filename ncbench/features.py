@@ -1,0 +1,200 @@
+"""Everything that runs a model to get numbers out of it: batched forward passes, penultimate features and
+logits, forward hooks on named layers, and the memory format a model runs in.
+
+Evaluation, the training loop and its collapse callback, per-layer collapse and the attacks all come here, so
+one model is one function on one device: ``features(x)`` and ``logits`` from the same forward pass.
+``ncbench.collapse`` stays pure functions of arrays.
+
+Memory format: a model with 2-D convolutions runs in channels_last (its weights and its inputs). On the
+CPU this measured 1.6x faster for cnn2d training (``benchmarks/bench_train.py``) and gives the same
+function up to float rounding; records do not change meaning. 1-D models are left as they are.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ._errors import InputError
+
+
+def memory_format_for(model: nn.Module) -> torch.memory_format:
+    """channels_last for a model with 2-D convolutions, else contiguous."""
+    cached = getattr(model, "_ncbench_memory_format", None)
+    if cached is None:
+        cached = (torch.channels_last if any(isinstance(m, nn.Conv2d) for m in model.modules())
+                  else torch.contiguous_format)
+        try:
+            object.__setattr__(model, "_ncbench_memory_format", cached)
+        except AttributeError:  # a module that refuses attributes: decide again next time
+            pass
+    return cached
+
+
+def memory_format_name(model: nn.Module) -> str:
+    return "channels_last" if memory_format_for(model) == torch.channels_last else "contiguous"
+
+
+def prepare_model(model: nn.Module, device: torch.device | str) -> nn.Module:
+    """Move ``model`` to ``device`` in its memory format (in place; returns it)."""
+    fmt = memory_format_for(model)
+    if fmt == torch.channels_last:
+        return model.to(device=device, memory_format=fmt)
+    return model.to(device)
+
+
+def as_model_input(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``x`` in the model's memory format (a no-op for contiguous models and non-image inputs)."""
+    if x.ndim == 4 and memory_format_for(model) == torch.channels_last:
+        return x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+def model_device(model: nn.Module) -> torch.device:
+    for t in model.parameters():
+        return t.device
+    for t in model.buffers():
+        return t.device
+    return torch.device("cpu")
+
+
+def features_and_logits(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Penultimate features (N, D) and logits (N, C) of one forward pass.
+
+    Models that compute both at once (a ``torch.export`` program) provide ``features_and_logits``; for the
+    others the logits are ``fc(features(x))``, which is what ``model(x)`` computes.
+    """
+    x = as_model_input(model, x)
+    both = getattr(model, "features_and_logits", None)
+    if both is not None:
+        return both(x)
+    f = model.features(x)
+    return f, model.fc(f)
+
+
+@torch.no_grad()
+def extract(model: nn.Module, x: torch.Tensor, batch_size: int = 2048) -> tuple[torch.Tensor, torch.Tensor]:
+    """Features (N, D) and logits (N, C) of inputs ``x`` in one batched pass, eval mode, on the model's device.
+
+    The mode is restored after.
+    """
+    was = model.training
+    model.eval()
+    dev = model_device(model)
+    feats, logits = [], []
+    try:
+        for i in range(0, x.shape[0], batch_size):
+            f, z = features_and_logits(model, x[i:i + batch_size].to(dev))
+            feats.append(f.float())
+            logits.append(z.float())
+    finally:
+        model.train(was)
+    return torch.cat(feats), torch.cat(logits)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 2048) -> torch.Tensor:
+    """argmax of ``model(x)`` in batches, on the model's device, in the model's current mode."""
+    dev = model_device(model)
+    return torch.cat([model(as_model_input(model, x[i:i + batch_size].to(dev))).argmax(1)
+                      for i in range(0, x.shape[0], batch_size)])
+
+
+# ----------------------------------------------------------------------------------------- named layers
+
+@torch.no_grad()
+def layer_outputs(model: nn.Module, x: torch.Tensor, layers: list[str], *, batch_size: int = 512,
+                  max_dim: int = 4096, seed: int = 0, projections: dict | None = None) -> dict[str, torch.Tensor]:
+    """Flattened float64 outputs of named modules for inputs ``x``, in eval mode (restored after).
+
+    The hook copies each output when it fires: a module's output tensor may be overwritten in place by the
+    next module (``nn.ReLU(inplace=True)`` after a batch norm), and a kept view would then hold the later
+    module's values. Outputs wider than ``max_dim`` are reduced by a fixed Gaussian random projection
+    (seeded by ``seed``, scaled by 1/sqrt(max_dim)); ``projections`` (name -> matrix or None) is filled on the
+    first call and reused, so train and test go through the same projection.
+    """
+    modules = dict(model.named_modules())
+    unknown = [n for n in layers if n not in modules]
+    if unknown:
+        names = ", ".join(n for n in modules if n) or "(none)"
+        raise InputError(f"unknown layer(s) {unknown}; the model's modules are: {names}")
+    if max_dim < 1:
+        raise InputError(f"max_dim must be >= 1; got {max_dim}")
+    projections = {} if projections is None else projections
+    store: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
+    current: dict[str, torch.Tensor] = {}
+
+    def hook_for(name):
+        def hook(_module, _inputs, output):
+            current[name] = output.detach().flatten(1).to(torch.float64, copy=True)
+        return hook
+
+    handles = [modules[name].register_forward_hook(hook_for(name)) for name in layers]
+    dev = model_device(model)
+    was = model.training
+    model.eval()
+    try:
+        for start in range(0, x.shape[0], batch_size):
+            model(as_model_input(model, x[start:start + batch_size].to(dev)))
+            for name in layers:
+                f = current.pop(name)
+                if name not in projections:  # decided once, from the first batch
+                    d = f.shape[1]
+                    if d > max_dim:
+                        g = torch.Generator(device="cpu").manual_seed(seed)
+                        p = torch.randn(d, max_dim, generator=g, dtype=torch.float64) / math.sqrt(max_dim)
+                        projections[name] = p.to(f.device)
+                    else:
+                        projections[name] = None
+                p = projections[name]
+                store[name].append((f if p is None else f @ p).cpu())
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was)
+    return {name: torch.cat(parts) for name, parts in store.items()}
+
+
+LAYER_KEYS = ("nc1", "nc1_quotient", "cdnv", "ncc_accuracy")
+
+
+def layer_collapse(model: nn.Module, train, test=None, *, layers: list[str], batch_size: int = 512,
+                   max_dim: int = 4096, seed: int = 0, global_mean: str = "classes") -> dict[str, dict]:
+    """``nc1``, ``nc1_quotient``, ``cdnv`` and ``ncc_accuracy`` of named modules' flattened outputs.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Put in eval mode for the measurement (and restored after).
+    train, test : (inputs, labels)
+        Inputs in the model's input scale and integer labels.
+    layers : list of str
+        Names as in ``model.named_modules()``.
+    max_dim : int
+        Outputs wider than this are reduced by a fixed Gaussian random projection (seeded by ``seed``, scaled
+        by 1/sqrt(max_dim)) to ``max_dim`` dimensions; the result says so under ``projected_from``.
+
+    Returns
+    -------
+    dict
+        ``{layer: {"dim": int, "projected_from": int | None, "train": {...}, "test": {...}}}``.
+    """
+    from .collapse import collapse_metrics
+
+    projections: dict = {}
+    kw = dict(batch_size=batch_size, max_dim=max_dim, seed=seed, projections=projections)
+    feats_tr = layer_outputs(model, torch.as_tensor(train[0]), layers, **kw)
+    feats_te = None if test is None else layer_outputs(model, torch.as_tensor(test[0]), layers, **kw)
+    out = {}
+    for name in layers:
+        h = feats_tr[name]
+        p = projections[name]
+        res = collapse_metrics((h, train[1]), None if test is None else (feats_te[name], test[1]),
+                               global_mean=global_mean, ls_gap=False)
+        entry = {"dim": h.shape[1], "projected_from": None if p is None else p.shape[0]}
+        for split, metrics in res.items():
+            entry[split] = {k: metrics[k] for k in LAYER_KEYS}
+        out[name] = entry
+    return out
