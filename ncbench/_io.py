@@ -8,8 +8,15 @@ import tempfile
 from pathlib import Path
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _write_tmp(folder: Path, data: bytes) -> Path:
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".part")
+    os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes files private (0600); results are for others to read too
     with os.fdopen(fd, "wb") as f:
         f.write(data)
         f.flush()

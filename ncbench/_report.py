@@ -13,21 +13,51 @@ def _fmt(v) -> str:
     return f"{v:.4f}"
 
 
+def _format_attack(rob: dict) -> list[str]:
+    lines = [f"robustness: {rob['label']}, {rob['n_points']} test points"
+             + (", bf16 forwards" if rob["precision"] == "bf16" else "")]
+    lines.append(f"  {'eps':>8}{'robust acc':>12}")
+    for row in rob["curve"]:
+        extra = ""
+        if "fooled_by" in row and row["fooled_by"]:
+            extra = "   fooled by " + ", ".join(f"{k} {v}" for k, v in row["fooled_by"].items())
+        lines.append(f"  {row['eps_label']:>8}{row['robust_accuracy']:>12.4f}{extra}")
+    if rob.get("margin") and rob["margin"].get("mean_min_perturbation") is not None:
+        m = rob["margin"]
+        lines.append(f"  mean minimal {m['norm']} perturbation (FAB, {m['n_found']}/{m['n_points']} points): "
+                     f"{m['mean_min_perturbation']:.4g}")
+    if rob.get("bf16_disagreement") is not None:
+        lines.append(f"  bf16 vs fp32 prediction disagreement: {rob['bf16_disagreement']:.4f}")
+    n_checks = len(rob.get("checks", []))
+    if rob.get("reliable", True):
+        lines.append(f"  checks: all {n_checks} passed")
+    else:
+        lines.append(f"  UNRELIABLE: {len(rob['unreliable_reasons'])} of {n_checks} checks failed:")
+        lines.extend(f"    - {r}" for r in rob["unreliable_reasons"])
+    return lines
+
+
 def format_record(rec: dict, path=None) -> str:
     prov = rec["provenance"]
     ds, model = prov["dataset"], prov["model"]
+    env = prov["environment"]
     lines = [
         f"ncbench {prov['ncbench_version']} · {ds['name']} ({ds['n_train']} train / {ds['n_test']} test) · "
-        f"{model['arch']} ({model['source']}) · seed {prov['seed']} · {prov['device']}",
+        f"{model['arch']} ({model['source']}) · seed {prov['seed']} · {env['device_name']}",
+        f"job {prov['job_id'][:16]}",
     ]
     tr = rec.get("training")
     if tr:
         tpt = tr["terminal_phase_epoch"]
         epochs = len(tr["history"])
-        lines.append(f"training: {epochs} epochs; train error 0 from epoch {tpt}" if tpt else
-                     f"training: {epochs} epochs; train error never reached 0 (not in the terminal phase)")
+        precision = "" if tr.get("precision", "fp32") == "fp32" else f", {tr['precision']}"
+        lines.append(f"training: {epochs} epochs{precision}; train error 0 from epoch {tpt}" if tpt else
+                     f"training: {epochs} epochs{precision}; train error never reached 0 (not in the terminal phase)")
     acc = rec["accuracy"]
     lines.append(f"accuracy: train {acc['train']:.4f}   test {acc['test']:.4f}")
+    m = rec["measures"]
+    lines.append(f"baselines: {m['num_parameters']} parameters, sum of squared weights {_fmt(m['sum_squared_weights'])}, "
+                 f"train margin (10th pct.) {_fmt(m['train_margin_p10'])}")
     lines.append("")
     lines.append(f"{'collapse (lower = more collapsed)':<34}{'train':>12}{'test':>12}")
     col = rec["collapse"]
@@ -36,29 +66,11 @@ def format_record(rec: dict, path=None) -> str:
         if a is None and b is None:
             continue
         lines.append(f"  {key:<32}{_fmt(a):>12}{_fmt(b):>12}")
-    rob = rec.get("robustness")
-    if rob:
+    if prov.get("ls_gap_weight_decay") is None and "ls_gap" in col["train"]:
+        lines.append("  (ls_gap: the training weight decay is unknown for this checkpoint; the fit uses lambda = 0)")
+    for rob in [rec["robustness"], *rec.get("extra_robustness", [])]:
         lines.append("")
-        lines.append(f"robustness: {rob['name'].upper()}-{rob['norm']}, {rob['steps']} steps, "
-                     f"{rob['n_points']} test points")
-        lines.append(f"  {'eps':>8}{'robust acc':>12}")
-        for row in rob["curve"]:
-            extra = ""
-            if "fooled_by" in row:
-                extra = "   fooled by " + ", ".join(f"{k} {v}" for k, v in row["fooled_by"].items())
-            lines.append(f"  {row['eps']:>8.4g}{row['robust_accuracy']:>12.4f}{extra}")
-        if rob.get("margin") and rob["margin"].get("mean_min_perturbation") is not None:
-            m = rob["margin"]
-            lines.append(f"  mean minimal {m['norm']} perturbation (FAB, {m['n_found']}/{m['n_points']} points): "
-                         f"{m['mean_min_perturbation']:.4g}")
-        if rob.get("bf16_disagreement") is not None:
-            lines.append(f"  bf16 vs fp32 prediction disagreement: {rob['bf16_disagreement']:.4f}")
-        n_checks = len(rob.get("checks", []))
-        if rob.get("reliable", True):
-            lines.append(f"  checks: all {n_checks} passed")
-        else:
-            lines.append(f"  UNRELIABLE: {len(rob['unreliable_reasons'])} of {n_checks} checks failed:")
-            lines.extend(f"    - {r}" for r in rob["unreliable_reasons"])
+        lines.extend(_format_attack(rob))
     wall = prov["wall_time_s"]
     lines.append("")
     lines.append("wall time: " + ", ".join(f"{k} {v:.1f}s" for k, v in wall.items()))

@@ -9,23 +9,44 @@ from pathlib import Path
 from ._errors import NcbenchError
 
 
-def _eps_list(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"eps must be comma-separated numbers, e.g. 0,0.01,0.02; got {text!r}") from None
+def _eps_list(text: str) -> tuple[str, ...]:
+    """Comma-separated budgets, numbers or fractions (0,1/255,8/255); validated by AttackConfig."""
+    items = tuple(v.strip() for v in text.split(",") if v.strip())
+    if not items:
+        raise argparse.ArgumentTypeError(f"eps must be comma-separated numbers, e.g. 0,0.01,8/255; got {text!r}")
+    return items
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors on one line (like every other ncbench error) and exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"ncbench: error: {self.prog.removeprefix('ncbench ')}: {message} (see --help)\n")
+
+
+def _choices(names) -> str:
+    return ", ".join(names)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", help="dataset name (default mnist1d; see --list)")
-    p.add_argument("--model", help="architecture name (default: the dataset's, cnn1d for mnist1d)")
+    from .config import DEVICES
+    from .data import list_datasets
+    from .train import PRECISIONS
+
+    p.add_argument("--dataset", help=f"dataset name (default mnist1d): {_choices(list_datasets())}")
+    p.add_argument("--model", help="architecture name (default: the dataset's, cnn1d for mnist1d; see --list)")
     p.add_argument("--epochs", type=int, help="training epochs")
     p.add_argument("--seed", type=int, help="seed of initialisation, batch order and attack (default 0)")
-    p.add_argument("--device", help="auto (default), cpu or cuda")
+    p.add_argument("--device", choices=DEVICES, help="auto (default: cuda when there is one), cpu or cuda")
+    p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's; recorded, not part of "
+                                               "the job's identity)")
+    p.add_argument("--train-precision", dest="train_precision", choices=PRECISIONS,
+                   help="fp32 (default) or bf16 autocast for training (opt-in; part of the job's identity)")
     p.add_argument("--config", metavar="FILE.yaml", help="a YAML config; command-line options override it")
     p.add_argument("--data-dir", dest="data_dir", metavar="DIR", help="where torchvision datasets live "
                    "(default $NCBENCH_DATA or ~/.cache/ncbench/data)")
-    p.add_argument("--download", action="store_true", default=None, help="let torchvision download the dataset")
+    p.add_argument("--download", action="store_true", default=None,
+                   help="let torchvision download the dataset (mnist1d, digits and gaussian need no download)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -41,7 +62,7 @@ _EXTENSIONS = _extensions()
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
-    parser = argparse.ArgumentParser(prog="ncbench", description="Neural-collapse benchmark.")
+    parser = _Parser(prog="ncbench", description="Neural-collapse benchmark.")
     parser.add_argument("--version", action="version", version=f"ncbench {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     ev = sub.add_parser("evaluate", help="train (or load) a model, measure collapse and robustness, write a record")
@@ -51,15 +72,20 @@ def build_parser() -> argparse.ArgumentParser:
                                                          "of training")
     ev.add_argument("--trust-checkpoint", action="store_true", help="allow a .pt2 archive, which unpickles: only "
                                                                     "for files you made yourself")
-    ev.add_argument("--attack", help="attack name (default pgd)")
-    ev.add_argument("--norm", help="threat model (default Linf)")
-    ev.add_argument("--eps", type=_eps_list, help="comma-separated budgets in the [0,1] input scale (default: the "
-                                                  "dataset's grid for the norm)")
+    from .attacks import MARGINS, NORMS, PRECISIONS, list_attacks
+
+    ev.add_argument("--attack", choices=list_attacks(), help="attack (default pgd)")
+    ev.add_argument("--norm", choices=NORMS, help="threat model (default Linf)")
+    ev.add_argument("--eps", type=_eps_list, help="comma-separated budgets in the [0,1] input scale, numbers or "
+                                                  "fractions such as 8/255 (default: the dataset's grid for the norm)")
     ev.add_argument("--steps", type=int, help="attack iterations (PGD; default 20)")
     ev.add_argument("--restarts", type=int, help="PGD random restarts (default 1)")
     ev.add_argument("--n-points", type=int, dest="n_points", help="attack only the first N test points")
-    ev.add_argument("--margin", help="'fab': also the mean minimal perturbation norm (FAB); default none")
-    ev.add_argument("--precision", help="fp32 (default) or bf16 forwards during the attack")
+    ev.add_argument("--margin", choices=MARGINS, help="fab: also the mean minimal perturbation norm found by FAB "
+                                                      "(default none)")
+    ev.add_argument("--precision", choices=PRECISIONS, help="fp32 (default) or bf16 forwards during the attack")
+    ev.add_argument("--rerun", action="store_true", help="compute the job again even if its record is in --output "
+                                                         "(the record is not written twice)")
     ev.add_argument("--output", metavar="DIR", help="folder for result records (default ./ncbench-results)")
     ev.add_argument("--list", action="store_true", help="list datasets, models and attacks, then exit")
     tr = sub.add_parser("train", help="train a model and save it as safetensors")
@@ -103,11 +129,9 @@ def _config(args):
     from .config import build_config, load_yaml
 
     raw = load_yaml(args.config) if args.config else {}
-    data_opts = {k: v for k, v in (("data_dir", args.data_dir), ("download", args.download)) if v is not None}
-    if data_opts:
-        raw = {**raw, "dataset_args": {**(raw.get("dataset_args") or {}), **data_opts}}
     return build_config(raw, dataset=args.dataset, model=args.model, epochs=args.epochs, seed=args.seed,
-                        device=args.device, output=getattr(args, "output", None),
+                        device=args.device, threads=args.threads, train_precision=args.train_precision,
+                        data_dir=args.data_dir, download=args.download, output=getattr(args, "output", None),
                         **{k: getattr(args, k, None) for k in ("attack", "norm", "eps", "steps", "restarts",
                                                                 "n_points", "margin", "precision")})
 
@@ -125,10 +149,23 @@ def cmd_evaluate(args) -> int:
         print("models:  ", ", ".join(list_models()))
         print("attacks: ", ", ".join(list_attacks()))
         return 0
+    import json
+
+    from .evaluate import find_record
+    from .identity import compute_job_id
+
     cfg = _config(args)
+    job_id = compute_job_id(cfg, checkpoint=args.checkpoint, trust=args.trust_checkpoint)
+    done = find_record(cfg.output, job_id)
+    if done is not None and not args.rerun:
+        print(format_record(json.loads(done.read_text()), done))
+        print(f"(job {job_id[:16]} was already recorded: shown from {done}; --rerun computes it again)")
+        return 0
     record = run_evaluate(cfg, checkpoint=args.checkpoint, progress=not args.quiet, trust=args.trust_checkpoint)
     path = write_record(record, cfg.output)
     print(format_record(record, path))
+    if done is not None:
+        print(f"(recomputed; the record of job {job_id[:16]} stays {done}, not written twice)")
     return 0
 
 
@@ -136,15 +173,20 @@ def cmd_train(args) -> int:
     from .evaluate import prepare
     from .models import save_checkpoint
 
+    from .evaluate import training_metadata
+    from .identity import compute_job_id
+
     cfg = _config(args)
     out = Path(args.out or Path(cfg.output) / "checkpoints" / f"{cfg.dataset}-{cfg.model}-s{cfg.seed}.safetensors")
     if out.exists() and not args.force:
         raise NcbenchError(f"{out} exists; choose another --out or pass --force to overwrite it")
     ds, model, trained, _device, _ = prepare(cfg, progress=not args.quiet)
-    path = save_checkpoint(model, out)
+    path = save_checkpoint(model, out, training=training_metadata(cfg, compute_job_id(cfg)))
     acc = trained.history[-1]["train_accuracy"]
-    print(f"saved {path} ({cfg.model} on {cfg.dataset}, {cfg.train.epochs} epochs, train accuracy {acc:.4f}, "
-          f"train error 0 from epoch {trained.terminal_phase_epoch})")
+    tpt = trained.terminal_phase_epoch
+    phase = (f"train error 0 from epoch {tpt}" if tpt is not None else
+             "train error never reached 0: not in the terminal phase; train longer (--epochs)")
+    print(f"saved {path} ({cfg.model} on {cfg.dataset}, {cfg.train.epochs} epochs, train accuracy {acc:.4f}, {phase})")
     return 0
 
 

@@ -28,6 +28,8 @@ from ._registry import Registry
 
 MODELS: Registry = Registry("model")
 SPEC_KEY = "ncbench_spec"
+#: metadata key of how ncbench trained the weights: {job_id, recipe, seed, dataset} (JSON)
+TRAINING_KEY = "ncbench_training"
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,7 @@ class Classifier(nn.Module):
         self.body = body
         self.fc = nn.Linear(feature_dim, num_classes)
         self.spec: ModelSpec | None = None
+        self.trained_by: dict | None = None  # how ncbench trained it, when loaded from an ncbench checkpoint
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Penultimate features: the input of ``fc``, shape (N, D)."""
@@ -216,17 +219,25 @@ def cnn1d(input_shape, num_classes, mean, std, *, channels: int = 32, width: int
 # ----------------------------------------------------------------------------------------------- checkpoints
 
 def model_checksum(model: nn.Module) -> str:
-    """sha256 over the state dict's names, dtypes, shapes and bytes, in name order."""
+    """sha256 over the state dict's names, dtypes, shapes and bytes, in name order.
+
+    For a ``torch.export`` program, over the program's own weights (its fitted ``fc`` is derived from them).
+    """
     h = hashlib.sha256()
-    for name, t in sorted(model.state_dict().items()):
+    state = model.checksum_state() if hasattr(model, "checksum_state") else model.state_dict()
+    for name, t in sorted(state.items()):
         t = t.detach().cpu().contiguous()
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
 
 
-def save_checkpoint(model: Classifier, path: str | os.PathLike) -> Path:
-    """Write ``model`` as safetensors, with its :class:`ModelSpec` as JSON in the metadata; atomic."""
+def save_checkpoint(model: Classifier, path: str | os.PathLike, *, training: dict | None = None) -> Path:
+    """Write ``model`` as safetensors, with its :class:`ModelSpec` as JSON in the metadata; atomic.
+
+    ``training``: how ncbench trained it (``{"job_id", "recipe", "seed", "dataset"}``), kept in the metadata
+    so that evaluating the checkpoint later knows the recipe (``ls_gap`` uses its weight decay) and the seed.
+    """
     from safetensors.torch import save_file
 
     if getattr(model, "spec", None) is None:
@@ -237,7 +248,10 @@ def save_checkpoint(model: Classifier, path: str | os.PathLike) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(tmp), metadata={SPEC_KEY: json.dumps(model.spec.to_dict())})
+    meta = {SPEC_KEY: json.dumps(model.spec.to_dict())}
+    if training is not None:
+        meta[TRAINING_KEY] = json.dumps(training, sort_keys=True)
+    save_file(state, str(tmp), metadata=meta)
     os.replace(tmp, path)
     return path
 
@@ -256,9 +270,10 @@ def _read_safetensors(path: Path):
                               "or ncbench.models.save_checkpoint")
     try:
         spec = json.loads(meta[SPEC_KEY])
+        training = json.loads(meta[TRAINING_KEY]) if TRAINING_KEY in meta else None
     except json.JSONDecodeError as err:
-        raise CheckpointError(f"{path}: the architecture spec is not valid JSON ({err})") from None
-    return spec, state
+        raise CheckpointError(f"{path}: the metadata is not valid JSON ({err})") from None
+    return spec, state, training
 
 
 def _read_state_dict(path: Path):
@@ -276,26 +291,31 @@ def _read_state_dict(path: Path):
         raise CheckpointError(f"{path}: expected a dict with 'spec' and 'state_dict' (a weights_only checkpoint "
                               "written by ncbench); got " + (f"keys {sorted(obj)[:8]}" if isinstance(obj, dict)
                                                             else type(obj).__name__))
-    return obj["spec"], obj["state_dict"]
+    training = obj.get("training")
+    if training is not None and not isinstance(training, dict):
+        raise CheckpointError(f"{path}: 'training' must be a dict (how ncbench trained the weights)")
+    return obj["spec"], obj["state_dict"], training
 
 
 class ExportedClassifier(nn.Module):
-    """A ``torch.export`` program whose forward returns ``(features, logits)``, with ``fc`` fitted from it.
+    """A ``torch.export`` program whose forward returns ``(features, logits)``: one model, one function.
 
-    The program's logits must be an affine function of its features (a final linear layer): ``fc`` is recovered
-    by least squares on seeded random inputs and checked to reproduce the logits.
+    Accuracy, the attacks and the features all come from the program itself (``forward`` returns its
+    logits; ``features_and_logits`` both from one call). The collapse metrics need the final layer's W and b:
+    ``fc`` is fitted by least squares on seeded random inputs and must reproduce the program's logits
+    (``fc_fit_residual``, the largest absolute difference, is checked and kept). Moving the model moves the
+    program too. The program is not a registered submodule: an exported program cannot switch between train
+    and eval mode (``GraphModule.eval()`` raises), and its modules' flags would mislead the eval-mode check.
     """
 
     def __init__(self, program, input_shape) -> None:
         super().__init__()
-        # not a registered submodule: an exported program is a fixed function (it cannot switch train/eval),
-        # and its modules' flags would mislead the eval-mode check
         self.__dict__["program"] = program
         g = torch.Generator().manual_seed(0)
         with torch.no_grad():
-            f, z = self._both(torch.rand(2, *input_shape, generator=g))
+            f, z = self.features_and_logits(torch.rand(2, *input_shape, generator=g))
             n = max(64, 2 * (f.shape[1] + 1))
-            f, z = self._both(torch.rand(n, *input_shape, generator=g))
+            f, z = self.features_and_logits(torch.rand(n, *input_shape, generator=g))
             x = torch.cat([f.double(), torch.ones(n, 1, dtype=torch.float64)], 1)
             theta = torch.linalg.lstsq(x, z.double()).solution  # (D+1, C)
             err = float((x @ theta - z.double()).abs().max())
@@ -303,12 +323,13 @@ class ExportedClassifier(nn.Module):
             raise CheckpointError(f"the exported program's logits are not an affine function of its features "
                                   f"(residual {err:.3g}); export a module returning (features, logits) from a final "
                                   "linear layer")
+        self.fc_fit_residual = err
         self.fc = nn.Linear(f.shape[1], z.shape[1])
         with torch.no_grad():
             self.fc.weight.copy_(theta[:-1].T.float())
             self.fc.bias.copy_(theta[-1].float())
 
-    def _both(self, x):
+    def features_and_logits(self, x):
         try:
             out = self.program(x)
         except AssertionError as err:  # torch.export's shape guards
@@ -320,10 +341,17 @@ class ExportedClassifier(nn.Module):
         return out[0].flatten(1), out[1]
 
     def features(self, x):
-        return self._both(x)[0]
+        return self.features_and_logits(x)[0]
 
     def forward(self, x):
-        return self._both(x)[1]
+        return self.features_and_logits(x)[1]
+
+    def _apply(self, fn, *args, **kwargs):
+        self.program._apply(fn)  # .to(device) moves the program's weights, not only fc
+        return super()._apply(fn, *args, **kwargs)
+
+    def checksum_state(self) -> dict:
+        return {f"program.{k}": v for k, v in self.program.state_dict().items()}
 
 
 def _load_exported(path: Path, trust: bool) -> nn.Module:
@@ -340,7 +368,8 @@ def _load_exported(path: Path, trust: bool) -> nn.Module:
         raise CheckpointError(f"{path}: the exported program must take one input tensor")
     shape = tuple(args[0].shape[1:])
     model = ExportedClassifier(ep.module(), shape)
-    model.spec = ModelSpec("torch.export", model.fc.out_features, shape, args={"path": str(path)})
+    model.spec = ModelSpec("torch.export", model.fc.out_features, shape)
+    model.trained_by = None
     return model
 
 
@@ -348,16 +377,19 @@ def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device
                     trust: bool = False) -> Classifier:
     """Rebuild a model from a ``.safetensors`` file (spec in its metadata) or a ``weights_only`` ``.pt``
     holding ``{"spec": {...}, "state_dict": {...}}``. Never unpickles arbitrary objects. A ``torch.export``
-    archive (``.pt2``) whose program returns ``(features, logits)`` loads only with ``trust=True``."""
+    archive (``.pt2``) whose program returns ``(features, logits)`` loads only with ``trust=True``.
+
+    The model's ``trained_by`` attribute holds how ncbench trained it (from the checkpoint's metadata), or
+    None for a checkpoint that ncbench did not write."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
     if path.suffix == ".pt2":
         return _load_exported(path, trust).to(map_location).eval()
     if path.suffix == ".safetensors":
-        spec_d, state = _read_safetensors(path)
+        spec_d, state, training = _read_safetensors(path)
     elif path.suffix in (".pt", ".pth"):
-        spec_d, state = _read_state_dict(path)
+        spec_d, state, training = _read_state_dict(path)
     else:
         raise CheckpointError(f"{path}: unknown checkpoint format {path.suffix!r}; use .safetensors, .pt or .pt2")
     spec = ModelSpec.from_dict(spec_d)
@@ -373,6 +405,7 @@ def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device
     except (RuntimeError, TypeError) as err:
         msg = " ".join(str(err).split())[:300]
         raise CheckpointError(f"{path}: weights do not fit architecture {spec.arch!r}: {msg}") from None
+    model.trained_by = training
     return model.to(map_location).eval()
 
 

@@ -3,7 +3,12 @@
 Data sit as tensors on the training device and batches are drawn by index (no DataLoader workers). SGD with
 momentum and weight decay; step decay (divide by 10 at 1/3 and 2/3 of training, the papers' schedule) or
 cosine; cross-entropy, MSE on one-hot targets (Han et al. 2022) or label smoothing. CPU runs repeat exactly
-for a given seed.
+for a given seed on one machine (not across CPUs: their kernels round differently; see the README).
+
+Precision: fp32 by default on every device (TF32 is switched off on CUDA, see :mod:`ncbench.environment`),
+so a GPU run is the same computation as a CPU run; ``precision: bf16`` opts in to bf16 autocast and is part
+of the job's identity. Models with 2-D convolutions train in channels_last memory format (faster on the
+CPU; the same function).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from ._errors import InputError
 
 LOSSES = ("ce", "mse", "label_smoothing")
 SCHEDULES = ("step", "cosine", "constant")
+PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -38,7 +44,7 @@ class TrainConfig:
     # where the step schedule divides the lr by 10: fractions of the epochs (< 1), or epoch numbers (>= 1,
     # e.g. 116 and 233 of the PNAS recipe's 350)
     milestones: tuple[float, ...] = (1 / 3, 2 / 3)
-    amp: bool = True  # mixed precision (bf16 autocast) when training on CUDA; ignored on the CPU
+    precision: str = "fp32"  # "bf16": bf16 autocast for forward and backward (opt-in, on any device)
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
@@ -49,10 +55,48 @@ class TrainConfig:
             raise InputError(f"loss must be one of {LOSSES}; got {self.loss!r}")
         if self.schedule not in SCHEDULES:
             raise InputError(f"schedule must be one of {SCHEDULES}; got {self.schedule!r}")
+        if self.precision not in PRECISIONS:
+            raise InputError(f"train precision must be one of {PRECISIONS}; got {self.precision!r}")
+        if self.schedule == "step":
+            self.milestone_epochs()  # validates
+
+    def milestone_epochs(self) -> tuple[int, ...]:
+        """The step schedule's milestones as epoch numbers (0-based epochs from which the lr is divided).
+
+        A milestone in (0, 1) is a fraction of ``epochs`` (resolved to ``max(1, round(m * epochs))``, so it
+        scales with ``--epochs``); one >= 1 is an epoch number and must lie in 1..epochs-1: a milestone at or
+        past the last epoch would silently never apply (e.g. the PNAS milestones 116 and 233 with
+        ``epochs: 100``). Milestones must be given in increasing order.
+        """
+        ms = list(self.milestones)
+        if any(isinstance(m, bool) or not isinstance(m, (int, float)) or not m > 0 for m in ms):
+            raise InputError(f"milestones must be positive numbers (fractions < 1 of the epochs, or epoch numbers "
+                             f">= 1); got {ms}")
+        if any(m >= 1 and int(m) != m for m in ms):
+            raise InputError(f"milestones >= 1 are epoch numbers and must be integers; got {ms}")
+        if ms != sorted(ms) or len(set(ms)) != len(ms):
+            raise InputError(f"milestones must be strictly increasing; got {ms}")
+        late = [int(m) for m in ms if m >= 1 and m >= self.epochs]
+        if late:
+            raise InputError(f"milestones {[int(m) if m >= 1 else m for m in ms]} resolve to epochs "
+                             f"{[int(m) for m in ms if m >= 1]} with epochs={self.epochs}: epoch milestones must be "
+                             f"within 1..{self.epochs - 1} ({late} would never apply); scale them with the epochs, "
+                             "or give fractions such as [0.333, 0.667]")
+        return tuple(int(m) if m >= 1 else max(1, round(m * self.epochs)) for m in ms)
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["milestones"] = list(self.milestones)
+        return d
+
+    def effective(self) -> dict:
+        """Only the fields that this recipe uses (the job identity): label_smoothing only under its loss,
+        milestones (as epochs) only under the step schedule."""
+        d = {k: v for k, v in self.to_dict().items() if k not in ("label_smoothing", "milestones")}
+        if self.loss == "label_smoothing":
+            d["label_smoothing"] = self.label_smoothing
+        if self.schedule == "step":
+            d["milestones"] = list(self.milestone_epochs())
         return d
 
 
@@ -77,8 +121,7 @@ def _loss_fn(cfg: TrainConfig, num_classes: int) -> Callable:
 def lr_at(cfg: TrainConfig, epoch: int) -> float:
     """Learning rate during epoch ``epoch`` (0-based)."""
     if cfg.schedule == "step":
-        at = [m if m >= 1 else round(m * cfg.epochs) for m in cfg.milestones]
-        return cfg.lr * 0.1 ** sum(epoch >= m for m in at)
+        return cfg.lr * 0.1 ** sum(epoch >= m for m in cfg.milestone_epochs())
     if cfg.schedule == "cosine":
         return 0.5 * cfg.lr * (1 + math.cos(math.pi * epoch / cfg.epochs))
     return cfg.lr
@@ -87,12 +130,11 @@ def lr_at(cfg: TrainConfig, epoch: int) -> float:
 @torch.no_grad()
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 2048) -> float:
     """Fraction of correct argmax predictions, in eval mode (mode restored after)."""
+    from .features import predict
+
     was = model.training
     model.eval()
-    dev = next(model.parameters()).device
-    correct = 0
-    for i in range(0, x.shape[0], batch_size):
-        correct += int((model(x[i:i + batch_size].to(dev)).argmax(1) == y[i:i + batch_size].to(dev)).sum())
+    correct = int((predict(model, x, batch_size=batch_size) == y.to(next(model.parameters()).device)).sum())
     model.train(was)
     return correct / x.shape[0]
 
@@ -103,21 +145,23 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, 
     """Train ``model`` in place on inputs ``x`` (N, ...) in [0, 1] and labels ``y`` (N,).
 
     Train accuracy is measured in eval mode after every epoch; ``terminal_phase_epoch`` is the first
-    (1-based) epoch at which it is 1.0. ``callback(epoch, model, row)`` runs after each epoch with that
-    epoch's history row (``loss``, ``lr``, ``train_accuracy``).
+    (1-based) epoch at which it is 1.0 (None if never). ``callback(epoch, model, row)`` runs after each epoch
+    with that epoch's history row (``loss``, ``lr``, ``train_accuracy``).
     """
     from tqdm.auto import tqdm
+
+    from .features import as_model_input, prepare_model
 
     device = torch.device(device)
     num_classes = model.fc.out_features
     gen = torch.Generator(device="cpu").manual_seed(seed)
     x, y = x.to(device), y.to(device)
-    model.to(device).train()
+    prepare_model(model, device).train()
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     loss_fn = _loss_fn(cfg, num_classes)
     result = TrainResult()
     n = x.shape[0]
-    use_amp = cfg.amp and device.type == "cuda"  # bf16 needs no loss scaling
+    use_bf16 = cfg.precision == "bf16"  # bf16 needs no loss scaling
     t0 = time.perf_counter()
     bar = tqdm(range(cfg.epochs), desc="train", unit="epoch", disable=not progress, leave=False)
     for epoch in bar:
@@ -130,8 +174,8 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, 
             idx = perm[i:i + cfg.batch_size]
             if idx.numel() < 2 and n > 1:  # a batch of one breaks batch norm; fold it into the next epoch
                 continue
-            with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_amp):
-                loss = loss_fn(model(x[idx]).float(), y[idx])
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                loss = loss_fn(model(as_model_input(model, x[idx])).float(), y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

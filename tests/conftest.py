@@ -42,3 +42,15 @@ def mnist1d_default():
 
     ds, model, _, _, _ = prepare(build_config(None, device="cpu"), progress=False)
     return ds, model.eval()
+
+
+@pytest.fixture(scope="session")
+def digits_record():
+    """A real schema-2 record of a small digits job (a few seconds): for record, store and report tests."""
+    from ncbench.config import build_config
+    from ncbench.evaluate import run_evaluate
+
+    cfg = build_config({"dataset": "digits", "model_args": {"width": 32, "depth": 1}, "train": {"epochs": 4},
+                        "attack": {"eps": [0.0, 0.05, 0.1], "steps": 3, "n_points": 60}, "collapse_epochs": 2,
+                        "extra_attacks": [{"name": "fgsm", "eps": [0.0, 0.1], "n_points": 60}]}, device="cpu")
+    return run_evaluate(cfg, progress=False)

@@ -5,10 +5,10 @@ eps grid; ``list_attacks()`` names the attacks (``pgd``, ``fgsm``, ``cw``, ``dee
 """
 
 from . import _library  # noqa: F401  (registers the attacks)
-from ._config import ATTACKS, NORMS, AttackConfig, list_attacks, register_attack
+from ._config import ATTACKS, MARGINS, NORMS, PRECISIONS, AttackConfig, list_attacks, register_attack
 from ._library import autoattack_components, min_perturbation_fab
 from ._pgd import pgd
-from ._run import robustness_curve
+from ._run import robust_at, robustness_curve
 
-__all__ = ["ATTACKS", "NORMS", "AttackConfig", "autoattack_components", "list_attacks", "min_perturbation_fab",
-           "pgd", "register_attack", "robustness_curve"]
+__all__ = ["ATTACKS", "MARGINS", "NORMS", "PRECISIONS", "AttackConfig", "autoattack_components", "list_attacks",
+           "min_perturbation_fab", "pgd", "register_attack", "robust_at", "robustness_curve"]

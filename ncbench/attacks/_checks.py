@@ -71,17 +71,6 @@ def check_recomputed(eps: float, claimed: int, recomputed: int, n: int) -> dict:
                    f"{recomputed} (of {n})")
 
 
-def check_curve(clean: float, curve: list[float], eps: list[float]) -> list[dict]:
-    above = [e for e, r in zip(eps, curve) if r > clean]
-    rises = [(a, b) for (a, ra), (b, rb) in zip(zip(eps, curve), zip(eps[1:], curve[1:])) if rb > ra]
-    return [
-        _result("robust_le_clean", not above, "robust accuracy <= clean accuracy at every eps" if not above else
-                f"robust accuracy exceeds clean accuracy ({clean:.4f}) at eps {above}"),
-        _result("monotone_in_eps", not rises, "robust accuracy never increases with eps" if not rises else
-                f"robust accuracy increases between eps pairs {rises}"),
-    ]
-
-
 def check_square(eps: float, fooled_by: dict, n: int) -> dict | None:
     """Square (black-box) runs after the white-box attacks; if it still fools > 0.2 points in 100, the
     white-box gradients were probably masked."""

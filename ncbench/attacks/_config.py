@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
+from .._budget import canonical_eps, eps_label
 from .._errors import InputError
 from .._registry import Registry
 
@@ -23,6 +24,9 @@ class AttackConfig:
     random_start, restarts : PGD's uniform start in the eps-ball and the number of restarts (each on the
         points still robust).
     n_points : attack the first n test points (None: all). batch_size : points per batch.
+    cw_steps, cw_lr, cw_c, cw_search_steps : Carlini-Wagner L2: Adam steps and learning rate per c, the
+        initial c, and the number of binary-search steps over c (per point).
+    deepfool_steps, deepfool_overshoot : DeepFool's iterations and overshoot.
     margin : "fab" adds the mean minimal perturbation norm found by untargeted FAB on ``margin_points``
         correctly classified points (a margin measure to regress on collapse); "none" skips it.
     precision : "bf16" runs the attack's forward passes under bf16 autocast; the disagreement of bf16 and
@@ -45,11 +49,17 @@ class AttackConfig:
     cw_c: float = 1.0
     cw_steps: int = 100
     cw_lr: float = 0.01
+    cw_search_steps: int = 5
+    deepfool_steps: int = 50
+    deepfool_overshoot: float = 0.02
     square_queries: int = 5000
     check_points: int = 256
 
     def __post_init__(self) -> None:
         ATTACKS.get(self.name)  # unknown names fail here, listing the valid ones
+        if isinstance(self.eps, (str, int, float)):
+            raise InputError(f"eps must be a list of budgets, e.g. [0, 0.01]; got {self.eps!r}")
+        object.__setattr__(self, "eps", tuple(canonical_eps(e) for e in self.eps))
         if self.norm not in NORMS:
             raise InputError(f"norm must be one of {NORMS}; got {self.norm!r}")
         supported = getattr(ATTACKS.get(self.name), "norms", NORMS)
@@ -64,6 +74,10 @@ class AttackConfig:
                 raise InputError(f"eps must be in [0, 1] (inputs are scaled to [0,1]); got {e:g}")
         if self.steps < 1 or self.batch_size < 1 or self.restarts < 1 or not self.alpha_factor > 0:
             raise InputError("steps, restarts and batch_size must be >= 1 and alpha_factor > 0")
+        if min(self.cw_steps, self.cw_search_steps, self.deepfool_steps, self.square_queries, self.check_points) < 1:
+            raise InputError("cw_steps, cw_search_steps, deepfool_steps, square_queries and check_points must be >= 1")
+        if not (self.cw_c > 0 and self.cw_lr > 0 and self.deepfool_overshoot >= 0):
+            raise InputError("need cw_c > 0, cw_lr > 0 and deepfool_overshoot >= 0")
         if self.n_points is not None and self.n_points < 1:
             raise InputError(f"n_points must be >= 1 or None; got {self.n_points}")
         if self.margin not in MARGINS:
@@ -76,14 +90,47 @@ class AttackConfig:
         d["eps"] = list(self.eps)
         return d
 
+    def own_params(self) -> dict:
+        """The settings this attack uses (and only those): e.g. PGD's steps, not CW's."""
+        return {k: getattr(self, k) for k in ATTACKS.get(self.name).params}
 
-def register_attack(name: str, *, norms: tuple[str, ...] = NORMS):
+    def identity(self, seed: int) -> dict:
+        """What decides this attack's numbers (docs/records.md): the job identity's ``attack`` part."""
+        d = {"name": self.name, "norm": self.norm, "eps": list(self.eps), "n_points": self.n_points,
+             "precision": self.precision, "seed": int(seed), "check_points": self.check_points,
+             "params": self.own_params(), "margin": self.margin}
+        if self.margin != "none":
+            d["margin_points"] = self.margin_points
+        return d
+
+    def label(self) -> str:
+        """What ran, in words: the attack's name, norm and its own settings."""
+        return ATTACKS.get(self.name).describe(self)
+
+    def eps_labels(self) -> list[str]:
+        return [eps_label(e) for e in self.eps]
+
+
+def register_attack(name: str, *, norms: tuple[str, ...] = NORMS, params: tuple[str, ...] = (),
+                    describe=None):
     """Register ``factory(model, eps, cfg, num_classes, generator, points) -> attack``.
 
     ``points`` holds every input of the evaluation, in order; ``attack(x, y, idx) -> (x_adv, info)`` attacks
-    the batch ``x = points[idx]`` (only points still robust are passed)."""
+    the batch ``x = points[idx]`` (only points still robust are passed). ``params`` names the
+    :class:`AttackConfig` fields the attack uses (they, and only they, enter the job identity);
+    ``describe(cfg) -> str`` labels a run (default: the name, norm and those settings)."""
+    unknown = sorted(set(params) - {f.name for f in __import__("dataclasses").fields(AttackConfig)})
+    if unknown:
+        raise ValueError(f"attack {name!r}: unknown AttackConfig field(s) {unknown}")
+
+    def default(cfg: AttackConfig) -> str:
+        settings = ", ".join(f"{k} {getattr(cfg, k)}" for k in params)
+        return f"{name}-{cfg.norm}" + (f" ({settings})" if settings else "")
+
     def decorator(factory):
         factory.norms = norms
+        factory.params = tuple(params)
+        factory.describe = describe or default
         return ATTACKS.register(name)(factory)
     return decorator
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
 import time
 
 import torch
 from torch import nn
 
+from .._budget import eps_label
 from .._errors import InputError
+from ..features import as_model_input
 from . import _checks as C
 from ._adapters import Autocast
 from ._config import ATTACKS, AttackConfig
@@ -17,6 +20,18 @@ from ._library import min_perturbation_fab
 @torch.no_grad()
 def _predict(model, x, batch_size):
     return torch.cat([model(x[i:i + batch_size]).argmax(1) for i in range(0, x.shape[0], batch_size)])
+
+
+class _InFormat(nn.Module):
+    """Feeds ``model`` its inputs in its memory format (channels_last for 2-D convolutions): attacks keep
+    working on plain tensors, the model runs as fast as in training and evaluation."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(as_model_input(self.model, x))
 
 
 def _size(d: torch.Tensor, norm: str) -> torch.Tensor:
@@ -42,9 +57,12 @@ def robustness_curve(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: At
 
     Only correctly classified points are attacked, and at each eps only the points still robust at the
     smaller one (a point fooled at a smaller eps is fooled at every larger eps: the smaller ball lies inside
-    the larger). Returns a dict with the settings, ``clean_accuracy``, ``curve`` (per eps:
-    ``robust_accuracy``, ``n_attacked``, ``wall_time_s``), ``robust_flags`` (per point at the largest eps, a
-    string of 0/1), ``checks``, ``reliable`` and ``unreliable_reasons``, and ``margin`` (if asked for).
+    the larger). So the number at one eps depends on the grid below it; ``first_fooled_eps`` (per point, the
+    smallest eps of the grid at which it was fooled; 0 = misclassified clean; None = robust throughout) lets
+    any grid eps's number be recomputed. Returns a dict with ``name``, ``norm``, ``label`` (what ran, in
+    words), ``params`` (the attack's own settings), ``eps``/``eps_labels``, ``clean_accuracy``, ``curve`` (per
+    eps: ``robust_accuracy``, ``n_attacked``, ``wall_time_s``), ``first_fooled_eps``, ``checks``,
+    ``reliable`` and ``unreliable_reasons``, and ``margin`` (if asked for).
     """
     from tqdm.auto import tqdm
 
@@ -55,7 +73,9 @@ def robustness_curve(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: At
         x, y = x[:cfg.n_points], y[:cfg.n_points]
     if not (float(x.min()) >= 0.0 and float(x.max()) <= 1.0):
         raise InputError(f"inputs must lie in [0, 1]; got values in [{float(x.min()):.3g}, {float(x.max()):.3g}]")
-    device = next(model.parameters()).device
+    from ..features import model_device
+
+    device = model_device(model)
     x, y = x.to(device), y.to(device)
     was_training = model.training
     model.eval()
@@ -66,12 +86,13 @@ def robustness_curve(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: At
         num_classes = check_model_output(model, x, y)
         sample = slice(0, min(cfg.check_points, x.shape[0]))
         checks = [C.check_eval_mode(model), C.check_deterministic(model, x[sample]), C.check_logits(model, x[sample])]
-        target = Autocast(model).eval() if cfg.precision == "bf16" else model
-        clean_pred = _predict(model, x, cfg.batch_size)
+        fmt = _InFormat(model).eval()
+        target = Autocast(fmt).eval() if cfg.precision == "bf16" else fmt
+        clean_pred = _predict(fmt, x, cfg.batch_size)
         bf16_disagreement = None
         if cfg.precision == "bf16":
             bf16_disagreement = float((_predict(target, x[sample], cfg.batch_size) != clean_pred[sample]).float().mean())
-        correct = (clean_pred if target is model else _predict(target, x, cfg.batch_size)) == y
+        correct = (clean_pred if target is fmt else _predict(target, x, cfg.batch_size)) == y
         if bool(correct[sample].any()):
             checks.append(C.check_gradients(model, x[sample][correct[sample]], y[sample][correct[sample]]))
         n = x.shape[0]
@@ -79,14 +100,14 @@ def robustness_curve(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: At
         clean = int(correct.sum()) / n
         gen = torch.Generator().manual_seed(seed)
         best_adv = x.clone()
-        eps_found = torch.full((n,), float("inf"), device=device)
+        eps_found = torch.full((n,), float("inf"), dtype=torch.float64, device=device)  # float64: the exact eps
         grid = sorted(set(float(e) for e in cfg.eps))
         curve, claimed = [], []
         bar = tqdm(grid, desc=f"attack {cfg.name}-{cfg.norm}", unit="eps", disable=not progress, leave=False)
         for eps in bar:
             t0 = time.perf_counter()
             idx = robust.nonzero().flatten()
-            row = {"eps": eps, "n_attacked": int(idx.numel()) if eps > 0 else 0}
+            row = {"eps": eps, "eps_label": eps_label(eps), "n_attacked": int(idx.numel()) if eps > 0 else 0}
             if eps > 0 and idx.numel():
                 attack = ATTACKS.get(cfg.name)(target, eps, cfg, num_classes, gen, x)
                 max_size, lo, hi, n_nan, fooled_by = 0.0, 1.0, 0.0, 0, {}
@@ -123,7 +144,6 @@ def robustness_curve(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: At
         for row, c in zip(curve, claimed):
             r = int((recomputed_correct & ~(still_fooled & (eps_found <= row["eps"]))).sum())
             checks.append(C.check_recomputed(row["eps"], c, r, n))
-        checks += C.check_curve(clean, [r["robust_accuracy"] for r in curve], grid)
         margin = None
         if cfg.margin == "fab":
             pts = correct.nonzero().flatten()[:cfg.margin_points]
@@ -139,9 +159,18 @@ def robustness_curve(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: At
             p.requires_grad_(True)
         model.train(was_training)
     failed = [c for c in checks if not c["passed"]]
-    return {**cfg.to_dict(), "n_points": n, "clean_accuracy": clean, "curve": curve,
-            "robust_flags": "".join("1" if r else "0" for r in robust.tolist()),
+    first = torch.where(correct, eps_found, torch.zeros_like(eps_found)).tolist()
+    return {"name": cfg.name, "norm": cfg.norm, "label": cfg.label(), "params": cfg.own_params(),
+            "eps": grid, "eps_labels": [eps_label(e) for e in grid], "n_points": n, "precision": cfg.precision,
+            "seed": int(seed), "batch_size": cfg.batch_size, "check_points": cfg.check_points,
+            "clean_accuracy": clean, "curve": curve,
+            "first_fooled_eps": [None if math.isinf(v) else v for v in first],
             "checks": checks, "reliable": not failed,
             "unreliable_reasons": [f"{c['check']}: {c['detail']}" for c in failed],
             "margin": margin, "bf16_disagreement": bf16_disagreement,
             "wall_time_s": time.perf_counter() - t_start}
+
+
+def robust_at(result: dict, eps: float) -> list[bool]:
+    """Per point, whether it is still robust at budget ``eps`` of the result's grid (from ``first_fooled_eps``)."""
+    return [f is None or f > eps for f in result["first_fooled_eps"]]
