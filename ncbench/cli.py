@@ -53,10 +53,10 @@ def _common(p: argparse.ArgumentParser) -> None:
 def _extensions() -> list:
     """``register(subparsers)`` functions of the commands that live beside their package (sweep, results,
     regress, leaderboard, submit): each adds its subparser and sets ``func``."""
-    return []
+    from .analysis._cli import register as regress
+    from .leaderboard._cli import register as leaderboard
 
-
-_EXTENSIONS = _extensions()
+    return [regress, leaderboard]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -99,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.set_defaults(func=cmd_evaluate)
     tr.set_defaults(func=cmd_train)
     pl.set_defaults(func=cmd_plot)
-    for register in _EXTENSIONS:
+    for register in _extensions():
         register(sub)
     return parser
 

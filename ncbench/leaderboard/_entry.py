@@ -1,0 +1,236 @@
+"""Entries: built from a result record, written once under their id, read back validated."""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import datetime
+from pathlib import Path
+
+from .._budget import canonical_eps, eps_label
+from .._errors import InputError
+from .._io import _write_tmp, dumps
+from ._boards import Board, effective_dataset_args, load_board
+from ._schema import SCHEMA_VERSION, validate_entry
+
+SOURCES = ("sweep", "submit")
+
+
+def _get(record: dict, dotted: str):
+    """``record["a"]["b"]`` for ``"a.b"``, or an InputError that names the missing field."""
+    obj = record
+    for part in dotted.split("."):
+        if not isinstance(obj, dict) or part not in obj:
+            raise InputError(f"the record has no {dotted} (expected a schema v2 record, docs/records.md)")
+        obj = obj[part]
+    return obj
+
+
+def _check_attack(board: Board, att: dict, where: str, settings: dict) -> None:
+    """``att`` (one attack of a record) ran with ``settings`` (the board's), in the board's norm, precision
+    and number of points; its own parameters (``params``) that the board fixes agree."""
+    if att["name"] != settings["name"]:
+        raise InputError(f"{where} is attack {att['name']!r}; board {board.id} needs {settings['name']!r} there")
+    for key, what in (("norm", "norm"), ("precision", "precision"), ("n_points", "number of points")):
+        if att[key] != settings[key]:
+            raise InputError(f"{where} ran with {what} {att[key]!r}; board {board.id} fixes {settings[key]!r}")
+    for key, value in att["params"].items():
+        if key in settings and value != settings[key]:
+            raise InputError(f"{where} ran with {key} = {value!r}; board {board.id} fixes {settings[key]!r}")
+
+
+def _training(prov: dict) -> dict:
+    """``training`` of an entry: how an ncbench-trained model was trained, else ``{"source": "external"}``.
+
+    The same shape for a model trained in this job (from ``provenance.identity``) and for an ncbench checkpoint
+    (from its ``trained_by`` metadata): ``recipe`` (the effective training recipe), ``seed``, ``dataset`` (the
+    training data: name and effective arguments, e.g. ``n_train`` or ``label_noise``) and the ``job_id`` that
+    trained it. A checkpoint from elsewhere is ``external``.
+    """
+    model = _get(prov, "model")
+    if model["source"] == "trained":
+        ident = _get(prov, "identity.model")
+        return {"source": "recipe", "recipe": _get(ident, "recipe"), "seed": _get(ident, "seed"),
+                "dataset": _get(prov, "identity.dataset"), "job_id": _get(prov, "job_id")}
+    trained_by = model.get("trained_by")
+    if trained_by:
+        return {"source": "recipe", **{k: _get(trained_by, k) for k in ("recipe", "seed", "dataset", "job_id")}}
+    return {"source": "external"}
+
+
+def _date(created: str) -> str:
+    try:
+        return datetime.fromisoformat(str(created).replace("Z", "+00:00")).date().isoformat()
+    except ValueError:
+        raise InputError(f"record field created must be an ISO 8601 time; got {created!r}") from None
+
+
+def entry_from_records(board: Board, record: dict, *, entry_id: str, name: str, source: str,
+                       paper: dict | None = None, reported: dict | None = None,
+                       external: dict | None = None) -> dict:
+    """Build (and validate) a leaderboard entry from one result record.
+
+    Parameters
+    ----------
+    board : the board (:func:`load_board`).
+    record : a result record, schema v2 (docs/records.md), made with the board's protocol: ``robustness`` is
+        the board's attack (AutoAttack standard) at the headline budget on the board's ``n_points`` points, and
+        ``extra_robustness[0]`` is the PGD curve over the board's grid on the same points. Anything else is
+        refused with the field that differs.
+    entry_id : the slug (lower-case letters, digits, ``.``, ``_``, ``-``); the file will be ``<entry_id>.json``.
+    name : the name shown in the tables.
+    source : ``"sweep"`` or ``"submit"``.
+    paper : the paper object (:func:`read_bibtex`), or None.
+    reported : the claimed numbers ``{"clean_accuracy", "robust_accuracy"}`` (fractions; a missing one is
+        null), or None.
+    external : a stronger attack's result ``{"attack", "eps", "robust_accuracy", "footnote", "url"?}``, or None.
+
+    Returns
+    -------
+    dict : the entry. ``clean_accuracy`` is ``robustness.clean_accuracy``: clean top-1 on the board's
+    ``n_points`` attacked points (the same points as the robust accuracy; for a board that attacks the whole
+    test split it is the test accuracy). ``collapse`` is the record's (every metric, train and test). ``checks``
+    are both attacks' checks, each name prefixed with its attack (``autoattack:bounds@0.01``, ``pgd:...``);
+    ``reliable`` is true exactly when all of them passed, and ``unreliable_reasons`` lists the failed ones.
+    Versions come from the provenance, ``date`` from ``created`` (UTC).
+    """
+    from ..record import upgrade_record
+
+    if source not in SOURCES:
+        raise InputError(f"source must be one of {SOURCES}; got {source!r}")
+    record = upgrade_record(record)
+    prov = _get(record, "provenance")
+    dataset = _get(prov, "dataset.name")
+    if dataset != board.dataset:
+        raise InputError(f"the record is on dataset {dataset!r}; board {board.id} is on {board.dataset!r}")
+    config_args = (prov.get("config") or {}).get("dataset_args")
+    if config_args is not None:
+        have = effective_dataset_args(dataset, config_args)
+        want = effective_dataset_args(dataset, board.dataset_args)
+        if have != want:
+            raise InputError(f"the record's {dataset} split {have} is not board {board.id}'s {want}: its test "
+                             "points differ")
+
+    headline = _get(record, "robustness")
+    _check_attack(board, headline, "robustness (the headline attack)", board.headline_attack())
+    rows = [r for r in _get(headline, "curve") if canonical_eps(r["eps"]) == board.eps]
+    if not rows:
+        raise InputError(f"robustness has no result at board {board.id}'s headline eps {board.eps_label} "
+                         f"(it has {[eps_label(r['eps']) for r in headline['curve']]})")
+    extra = record.get("extra_robustness") or []
+    if not extra:
+        raise InputError(f"the record has no extra_robustness; board {board.id} needs its PGD curve there")
+    pgd = extra[0]
+    _check_attack(board, pgd, "extra_robustness[0] (the curve)", board.curve_attack_args())
+    grid = [canonical_eps(r["eps"]) for r in pgd["curve"]]
+    if grid != list(board.curve_eps):
+        raise InputError(f"the record's curve is at eps {[eps_label(e) for e in grid]}; board {board.id}'s grid is "
+                         f"{list(board.curve_eps_labels)}")
+
+    checks = [{"check": f"{att['name']}:{c['check']}", "passed": bool(c["passed"]), "detail": str(c["detail"])}
+              for att in (headline, pgd) for c in _get(att, "checks")]
+    model = _get(prov, "model")
+    entry = {
+        "schema_version": SCHEMA_VERSION,
+        "id": entry_id,
+        "board": board.id,
+        "name": name,
+        "architecture": _get(model, "arch"),
+        "architecture_args": _get(model, "args"),
+        "num_parameters": _get(model, "num_parameters"),
+        "weights_sha256": _get(model, "checksum"),
+        "training": _training(prov),
+        "clean_accuracy": _get(headline, "clean_accuracy"),
+        "robust_accuracy": {"value": rows[0]["robust_accuracy"], "attack": headline["name"],
+                            "label": _get(headline, "label"), "eps": board.eps, "eps_label": board.eps_label,
+                            "n_points": headline["n_points"]},
+        "pgd_curve": [{"eps": canonical_eps(r["eps"]), "eps_label": eps_label(r["eps"]),
+                       "robust_accuracy": r["robust_accuracy"]} for r in pgd["curve"]],
+        "collapse": {split: dict(_get(record, f"collapse.{split}")) for split in board.collapse_splits},
+        "checks": checks,
+        "reliable": all(c["passed"] for c in checks),
+        "unreliable_reasons": [f"{c['check']}: {c['detail']}" for c in checks if not c["passed"]],
+        "reported": None if reported is None else {"clean_accuracy": None, "robust_accuracy": None, **reported},
+        "external": external,
+        "source": source,
+        "paper": paper,
+        "ncbench_version": _get(prov, "ncbench_version"),
+        "torch_version": _get(prov, "versions.torch"),
+        "date": _date(_get(record, "created")),
+    }
+    entry = json.loads(json.dumps(entry))  # plain JSON types (tuples become lists); NaN kept for the check
+    return validate_entry(entry, board=board)
+
+
+def best_known(entry: dict) -> float:
+    """The lowest robust accuracy known at the headline budget: ncbench's, or a stronger external attack's."""
+    ext = entry.get("external")
+    value = entry["robust_accuracy"]["value"]
+    return min(value, ext["robust_accuracy"]) if ext else value
+
+
+def entry_path(board_dir: str | os.PathLike, entry_id: str) -> Path:
+    return Path(board_dir) / f"{entry_id}.json"
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise InputError(f"cannot read entry {path}: {err}") from None
+
+
+def load_entries(board_dir: str | os.PathLike, *, board: Board | None = None) -> list[dict]:
+    """Every entry (``*.json``) of a board's folder, validated against the schema and the board, sorted by id.
+
+    Raises InputError naming the file for an invalid entry or one whose id is not its file name.
+    """
+    board = board if board is not None else load_board(board_dir)
+    out = []
+    for path in sorted(Path(board_dir).glob("*.json")):
+        entry = _read_json(path)
+        try:
+            validate_entry(entry, board=board)
+        except InputError as err:
+            raise InputError(f"{path}: {err}") from None
+        if entry["id"] != path.stem:
+            raise InputError(f"{path}: id {entry['id']!r} is not the file's name; an entry lives in <id>.json")
+        out.append(entry)
+    return out
+
+
+def write_entry(entry: dict, board_dir: str | os.PathLike, *, replace: bool = False) -> Path:
+    """Validate ``entry`` against the schema and the board in ``board_dir``, then write ``<id>.json`` there.
+
+    The file appears whole or not at all (a temporary file, then a link or rename). An existing id is never
+    overwritten, except with ``replace=True`` and an existing entry of the same ``weights_sha256`` (the same
+    model re-evaluated); otherwise InputError says which case it is and what to do.
+    """
+    board = load_board(board_dir)
+    validate_entry(entry, board=board)
+    folder = Path(board_dir)
+    path = entry_path(folder, entry["id"])
+    data = dumps(entry)
+    exists = f"entry {entry['id']!r} already exists in board {board.id} ({path})"
+    if path.exists():
+        if not replace:
+            raise InputError(f"{exists}; choose another id, or pass --replace to re-evaluate the same weights")
+        old = _read_json(path).get("weights_sha256")
+        if old != entry["weights_sha256"]:
+            raise InputError(f"{exists} with other weights (sha256 {str(old)[:12]}..., new "
+                             f"{entry['weights_sha256'][:12]}...); --replace only replaces the same weights: choose "
+                             "another id")
+        tmp = _write_tmp(folder, data)
+        try:
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return path
+    tmp = _write_tmp(folder, data)
+    try:
+        os.link(tmp, path)  # fails instead of overwriting an entry written in the meantime
+    except FileExistsError:
+        raise InputError(f"{exists}; choose another id") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
