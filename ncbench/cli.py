@@ -55,8 +55,9 @@ def _extensions() -> list:
     regress, leaderboard, submit): each adds its subparser and sets ``func``."""
     from .analysis._cli import register as regress
     from .leaderboard._cli import register as leaderboard
+    from .leaderboard._cli import register_submit
 
-    return [regress, leaderboard]
+    return [regress, leaderboard, register_submit]
 
 
 def build_parser() -> argparse.ArgumentParser:

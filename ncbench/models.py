@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from ._errors import CheckpointError, InputError
+from ._io import readable_by_others
 from ._registry import Registry
 
 MODELS: Registry = Registry("model")
@@ -252,6 +253,7 @@ def save_checkpoint(model: Classifier, path: str | os.PathLike, *, training: dic
     if training is not None:
         meta[TRAINING_KEY] = json.dumps(training, sort_keys=True)
     save_file(state, str(tmp), metadata=meta)
+    readable_by_others(tmp)
     os.replace(tmp, path)
     return path
 
@@ -316,6 +318,9 @@ class ExportedClassifier(nn.Module):
             f, z = self.features_and_logits(torch.rand(2, *input_shape, generator=g))
             n = max(64, 2 * (f.shape[1] + 1))
             f, z = self.features_and_logits(torch.rand(n, *input_shape, generator=g))
+            if bool((z >= 0).all()) and torch.allclose(z.sum(1), torch.ones_like(z[:, 0]), atol=1e-4):
+                raise CheckpointError("refused: every output row is non-negative and sums to 1: the exported program "
+                                      "returns probabilities (softmax), not logits; export the logits")
             x = torch.cat([f.double(), torch.ones(n, 1, dtype=torch.float64)], 1)
             theta = torch.linalg.lstsq(x, z.double()).solution  # (D+1, C)
             err = float((x @ theta - z.double()).abs().max())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 
 def _leaderboards_option(p: argparse.ArgumentParser) -> None:
@@ -52,4 +53,46 @@ def cmd_check(args) -> int:
             print(f"  {rel}", file=sys.stderr)
         return 1
     print(f"{args.leaderboards}: every rendered file is up to date")
+    return 0
+
+
+def register_submit(subparsers) -> None:
+    """Add ``ncbench submit CHECKPOINT --board DATASET/NORM``."""
+    sp = subparsers.add_parser("submit", help="re-evaluate a checkpoint under a board's protocol and add it to the "
+                                              "board (entry, tables)")
+    sp.add_argument("checkpoint", metavar="CHECKPOINT", help=".safetensors (spec in its metadata), a weights_only "
+                                                             ".pt, or a torch.export .pt2 with --trust-checkpoint")
+    sp.add_argument("--board", required=True, metavar="DATASET/NORM", help="e.g. mnist1d/Linf")
+    sp.add_argument("--name", help="the name shown in the tables (default: the file's name)")
+    sp.add_argument("--id", dest="entry_id", help="the entry's id (default: made from --name)")
+    sp.add_argument("--claim-clean", type=float, metavar="ACC", help="the clean accuracy you claim, in percent "
+                    "(98.6) or as a fraction; must match ncbench's on the whole test set within 0.1 points")
+    sp.add_argument("--claim-robust", type=float, metavar="ACC", help="the robust accuracy you claim at the board's "
+                    "budget; kept under 'reported' (footnoted if ncbench's attack beats it by more than 1 point)")
+    sp.add_argument("--paper-bib", metavar="FILE", help="one BibTeX entry of the paper (title, authors, venue, year)")
+    sp.add_argument("--trust-checkpoint", action="store_true", help="allow a .pt2 archive, which unpickles: only "
+                                                                    "for files you made yourself")
+    sp.add_argument("--replace", action="store_true", help="update an existing entry with the same weights")
+    sp.add_argument("--data-dir", metavar="DIR", help="where torchvision datasets live (image boards)")
+    sp.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    sp.add_argument("--quiet", action="store_true", help="no progress bars")
+    _leaderboards_option(sp)
+    sp.set_defaults(func=cmd_submit)
+
+
+def cmd_submit(args) -> int:
+    from ._submit import submit
+
+    def log(message: str) -> None:
+        print(message, file=sys.stderr)
+
+    entry, path = submit(args.checkpoint, args.board, name=args.name, entry_id=args.entry_id,
+                         claim_clean=args.claim_clean, claim_robust=args.claim_robust, paper_bib=args.paper_bib,
+                         trust=args.trust_checkpoint, replace=args.replace, leaderboards=args.leaderboards,
+                         data_dir=args.data_dir, device=args.device, progress=not args.quiet, log=log)
+    rob = entry["robust_accuracy"]
+    flag = "reliable" if entry["reliable"] else "UNRELIABLE: " + "; ".join(entry["unreliable_reasons"])
+    print(f"{entry['board']} · {entry['name']}: clean {100 * entry['clean_accuracy']:.2f}%, robust "
+          f"{100 * rob['value']:.2f}% ({rob['label']} at eps {rob['eps_label']}, {rob['n_points']} points) · {flag}")
+    print(f"wrote {path} and re-rendered {Path(path).parent / 'README.md'}")
     return 0

@@ -1,0 +1,131 @@
+"""``ncbench submit``: re-verify a model under a board's protocol and add it to the board.
+
+Nothing is written unless every check before the (expensive) evaluation passes: the board exists, the
+checkpoint loads safely and fits the board's dataset, the model is deterministic and returns logits, the id is
+free (or ``replace`` with the same weights), and a claimed clean accuracy matches ncbench's within 0.1 points on
+the board's whole test set. Then the board's protocol runs (AutoAttack at the headline budget and the PGD curve
+on the board's points, collapse on train and test, every reliability check), and the entry is written
+atomically, validated, and the board re-rendered. An unreliable result is written with ``reliable: false`` and
+its reasons, never dropped.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from .._errors import CheckpointError, InputError
+from ._boards import Board, load_board
+from ._entry import entry_from_records, entry_path, write_entry
+
+CLAIM_TOLERANCE = 0.001  # 0.1 points, as a fraction
+ROBUST_FOOTNOTE = 0.01  # a claimed robust accuracy more than 1 point above ncbench's is footnoted
+
+
+def slug(text: str) -> str:
+    """A lower-case entry id: letters, digits, '.', '_' and '-'."""
+    s = re.sub(r"[^a-z0-9._-]+", "-", text.lower()).strip("-.")
+    if not s:
+        raise InputError(f"cannot make an entry id from {text!r}; pass --id")
+    return s
+
+
+def as_fraction(claim: float | None, what: str) -> float | None:
+    """A claimed accuracy given in percent (98.6) or as a fraction (0.986) -> a fraction."""
+    if claim is None:
+        return None
+    value = float(claim)
+    if not 0 <= value <= 100:
+        raise InputError(f"{what} must be a percentage (e.g. 98.6) or a fraction (0.986); got {claim}")
+    return value / 100 if value > 1 else value
+
+
+def board_config(board: Board, *, seed: int = 0, data_dir: str | None = None, device: str = "auto"):
+    """The evaluate config of a board's protocol: AutoAttack at the headline budget, the PGD curve as an extra
+    attack, both on the board's points, on the board's dataset split."""
+    from ..config import build_config
+
+    raw = {"dataset": board.dataset, "dataset_args": dict(board.dataset_args), "seed": seed,
+           "attack": board.headline_attack(), "extra_attacks": [board.curve_attack_args()], "device": device}
+    if data_dir is not None:
+        raw["data_dir"] = data_dir
+    return build_config(raw)
+
+
+def _refuse_unfit(model, board: Board, ds, path: str) -> None:
+    """Wrong classes or input shape, a randomised model, probabilities instead of logits: refused."""
+    from ..attacks import _checks as C
+    from ..features import model_device
+
+    spec = model.spec
+    if spec.num_classes != ds.num_classes:
+        raise CheckpointError(f"{path}: the model has {spec.num_classes} classes but board {board.id} "
+                              f"({ds.name}) has {ds.num_classes}")
+    if tuple(spec.input_shape) != ds.input_shape:
+        raise CheckpointError(f"{path}: the model takes inputs of shape {tuple(spec.input_shape)} but board "
+                              f"{board.id} has {ds.input_shape}")
+    x = ds.x_test[:64].to(model_device(model))
+    model.eval()
+    for check in (C.check_deterministic(model, x), C.check_logits(model, x)):
+        if not check["passed"]:
+            raise InputError(f"{path}: refused: {check['detail']}")
+
+
+def submit(checkpoint: str, board_id: str, *, name: str | None = None, entry_id: str | None = None,
+           claim_clean: float | None = None, claim_robust: float | None = None, paper_bib: str | None = None,
+           trust: bool = False, replace: bool = False, leaderboards: str = "leaderboards",
+           data_dir: str | None = None, device: str = "auto", progress: bool = True,
+           log=lambda message: None) -> tuple[dict, Path]:
+    """Evaluate ``checkpoint`` under board ``board_id``'s protocol and write its entry. Returns (entry, path)."""
+    from ..data import load_dataset
+    from ..environment import resolve_device
+    from ..evaluate import run_evaluate
+    from ..features import model_device, predict
+    from ..models import load_checkpoint, model_checksum
+    from ._bibtex import read_bibtex
+    from ._entry import load_entries
+    from ._render import render_board
+
+    board = load_board(board_id, leaderboards)
+    paper = read_bibtex(paper_bib) if paper_bib else None
+    clean_claim = as_fraction(claim_clean, "--claim-clean")
+    robust_claim = as_fraction(claim_robust, "--claim-robust")
+    name = name or Path(checkpoint).stem
+    entry_id = slug(entry_id or name)
+    cfg = board_config(board, data_dir=data_dir, device=device)
+    model = load_checkpoint(checkpoint, map_location=resolve_device(cfg.device), trust=trust)
+    ds = load_dataset(cfg.dataset, **cfg.loader_args())
+    _refuse_unfit(model, board, ds, checkpoint)
+    existing = entry_path(board.path, entry_id)
+    if existing.exists():
+        if not replace:
+            raise InputError(f"entry {entry_id!r} exists on board {board.id} ({existing}); choose another --id, or "
+                             "--replace to update it with the same weights")
+        old = {e["id"]: e for e in load_entries(board.path)}.get(entry_id)
+        checksum = model_checksum(model)
+        if old is not None and old["weights_sha256"] != checksum:
+            raise InputError(f"--replace refused: entry {entry_id!r} holds weights {old['weights_sha256'][:16]}, this "
+                             f"checkpoint is {checksum[:16]}; a different model needs a new --id")
+    if clean_claim is not None:
+        correct = predict(model.eval(), ds.x_test) == ds.y_test.to(model_device(model))
+        measured = float(correct.double().mean())
+        if abs(measured - clean_claim) > CLAIM_TOLERANCE:
+            raise InputError(f"claimed clean accuracy {100 * clean_claim:.2f}% does not match ncbench's "
+                             f"{100 * measured:.2f}% on the {ds.name} test set ({len(ds.y_test)} points); they must "
+                             "agree within 0.1 points")
+        log(f"clean accuracy on the whole test set: {100 * measured:.2f}% (claimed {100 * clean_claim:.2f}%)")
+    del model
+    log(f"running board {board.id}'s protocol: {board.attack} at eps {board.eps_label} and the PGD curve on "
+        f"{board.n_points} points ...")
+    record = run_evaluate(cfg, checkpoint=checkpoint, trust=trust, progress=progress)
+    reported = None
+    if clean_claim is not None or robust_claim is not None:
+        reported = {"clean_accuracy": clean_claim, "robust_accuracy": robust_claim}
+    entry = entry_from_records(board, record, entry_id=entry_id, name=name, source="submit", paper=paper,
+                               reported=reported)
+    if robust_claim is not None and robust_claim - entry["robust_accuracy"]["value"] > ROBUST_FOOTNOTE:
+        log(f"the claimed robust accuracy {100 * robust_claim:.2f}% is more than 1 point above ncbench's "
+            f"{100 * entry['robust_accuracy']['value']:.2f}%: kept under 'reported' and footnoted")
+    path = write_entry(entry, board.path, replace=replace)
+    render_board(board.path)
+    return entry, path

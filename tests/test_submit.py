@@ -1,0 +1,145 @@
+"""`ncbench submit`: a checkpoint trained by `ncbench train`, end to end, and every bad submission refused with
+one line, exit 2 and nothing written."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from ncbench.cli import main
+
+REPO = Path(__file__).parents[1]
+
+
+@pytest.fixture()
+def boards(tmp_path):
+    """A copy of the committed boards, with a small digits board (60 points) so that a test runs in seconds."""
+    dst = tmp_path / "leaderboards"
+    shutil.copytree(REPO / "leaderboards", dst, ignore=shutil.ignore_patterns("*.json", "*.md", "*.tex", "*.csv",
+                                                                               "*.bib"))
+    shutil.copytree(REPO / "leaderboards" / "schema", dst / "schema", dirs_exist_ok=True)
+    board = dst / "digits" / "Linf" / "board.yaml"
+    board.write_text(board.read_text().replace("n_points: 450", "n_points: 60"))
+    return dst
+
+
+def files(folder: Path) -> dict:
+    return {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A digits MLP trained by `ncbench train` (the command a researcher runs)."""
+    out = tmp_path_factory.mktemp("ckpt") / "mlp.safetensors"
+    cfg = out.parent / "c.yaml"
+    cfg.write_text("dataset: digits\nmodel_args: {width: 32, depth: 1}\n")
+    proc = subprocess.run([sys.executable, "-m", "ncbench", "train", "--config", str(cfg), "--epochs", "20",
+                           "--out", str(out), "--quiet"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+def one_line_error(capsys, pattern):
+    import re
+
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and re.search(pattern, err[0]), err
+    return err[0]
+
+
+def test_submit_end_to_end(trained, boards, capsys):
+    from ncbench.features import predict
+    from ncbench.data import load_dataset
+    from ncbench.leaderboard import load_entries
+    from ncbench.models import load_checkpoint, model_checksum
+
+    ds = load_dataset("digits")
+    model = load_checkpoint(trained)
+    clean = float((predict(model, ds.x_test) == ds.y_test).double().mean())
+    rc = main(["submit", str(trained), "--board", "digits/Linf", "--leaderboards", str(boards), "--name", "My MLP",
+               "--claim-clean", f"{100 * clean:.2f}", "--claim-robust", "99", "--quiet"])
+    assert rc == 0, capsys.readouterr().err
+    out = capsys.readouterr()
+    assert "kept under 'reported' and footnoted" in out.err
+    (entry,) = load_entries(boards / "digits" / "Linf")
+    assert entry["id"] == "my-mlp" and entry["source"] == "submit"
+    assert entry["weights_sha256"] == model_checksum(model)
+    assert entry["training"]["job_id"] == model.trained_by["job_id"]  # the recipe travelled in the checkpoint
+    assert entry["robust_accuracy"]["n_points"] == 60 and entry["robust_accuracy"]["value"] < entry["clean_accuracy"]
+    assert entry["reported"]["robust_accuracy"] == 0.99
+    assert isinstance(entry["reliable"], bool) and set(entry["collapse"]) == {"train", "test"}
+    readme = (boards / "digits" / "Linf" / "README.md").read_text()
+    assert "My MLP" in readme
+    # the same weights may replace their entry; nothing else may take the id
+    before = files(boards)
+    assert main(["submit", str(trained), "--board", "digits/Linf", "--leaderboards", str(boards), "--name",
+                 "My MLP", "--quiet"]) == 2
+    one_line_error(capsys, r"entry 'my-mlp' exists on board digits/Linf")
+    assert files(boards) == before
+
+
+class Noisy(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(64, 10)
+
+    def forward(self, x):
+        f = torch.nn.functional.dropout(x.flatten(1), 0.5, training=True)  # random even in eval mode
+        return f, self.lin(f)
+
+
+class Probabilities(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(64, 10)
+
+    def forward(self, x):
+        f = x.flatten(1)
+        return f, self.lin(f).softmax(1)
+
+
+def exported(module, path):
+    batch = torch.export.Dim("batch", min=1)
+    program = torch.export.export(module.eval(), (torch.rand(4, 1, 8, 8),), dynamic_shapes=({0: batch},))
+    torch.export.save(program, str(path))
+    return path
+
+
+def test_bad_submissions_write_nothing(trained, boards, tmp_path, capsys):
+    from ncbench.models import create_model, save_checkpoint
+
+    seven = save_checkpoint(create_model("mlp", input_shape=(1, 8, 8), num_classes=7, width=8, depth=1),
+                            tmp_path / "seven.safetensors")
+    wide = save_checkpoint(create_model("mlp", input_shape=(1, 9, 9), num_classes=10, width=8, depth=1),
+                           tmp_path / "wide.safetensors")
+    marker = tmp_path / "payload-ran"
+    evil = tmp_path / "evil.pt"
+    subprocess.run([sys.executable, "-c", "import os, torch\n"
+                    "class E:\n"
+                    f"    def __reduce__(self): return (os.system, ('touch {marker}',))\n"
+                    f"torch.save({{'spec': {{}}, 'state_dict': E()}}, {str(evil)!r})\n"], check=True)
+    noisy = exported(Noisy(), tmp_path / "noisy.pt2")
+    probs = exported(Probabilities(), tmp_path / "probs.pt2")
+    before = files(boards)
+    cases = [
+        ([str(seven)], r"the model has 7 classes but board digits/Linf \(digits\) has 10"),
+        ([str(wide)], r"takes inputs of shape \(1, 9, 9\) but board digits/Linf has \(1, 8, 8\)"),
+        ([str(evil)], r"refused: the file holds pickled Python objects"),
+        ([str(noisy), "--trust-checkpoint"], r"refused: two forwards of 64 inputs differ"),
+        ([str(probs), "--trust-checkpoint"], r"refused: every output row is non-negative and sums to 1"),
+        ([str(noisy)], r"refused: torch.export archives unpickle"),
+        ([str(trained), "--claim-clean", "50"], r"claimed clean accuracy 50.00% does not match ncbench's \d+\.\d\d%"),
+        ([str(trained), "--board", "digits/L3"], r"unknown board 'digits/L3'"),
+    ]
+    for args, pattern in cases:
+        board = [] if "--board" in args else ["--board", "digits/Linf"]
+        rc = main(["submit", *args, *board, "--leaderboards", str(boards), "--quiet"])
+        assert rc == 2, args
+        one_line_error(capsys, pattern)
+        assert files(boards) == before, args
+    assert not marker.exists()
