@@ -53,11 +53,12 @@ def _common(p: argparse.ArgumentParser) -> None:
 def _extensions() -> list:
     """``register(subparsers)`` functions of the commands that live beside their package (sweep, results,
     regress, leaderboard, submit): each adds its subparser and sets ``func``."""
+    from ._cli_sweep import register_results, register_sweep
     from .analysis._cli import register as regress
     from .leaderboard._cli import register as leaderboard
     from .leaderboard._cli import register_submit
 
-    return [regress, leaderboard, register_submit]
+    return [register_sweep, register_results, regress, leaderboard, register_submit]
 
 
 def build_parser() -> argparse.ArgumentParser:
