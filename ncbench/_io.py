@@ -14,6 +14,11 @@ def _umask() -> int:
     return mask
 
 
+def readable_by_others(path: str | os.PathLike) -> None:
+    """Give a file the permissions a plain ``open()`` would (0666 minus the umask): temporary files are 0600."""
+    os.chmod(path, 0o666 & ~_umask())
+
+
 def _write_tmp(folder: Path, data: bytes) -> Path:
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".part")
     os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes files private (0600); results are for others to read too
