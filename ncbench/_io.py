@@ -51,6 +51,19 @@ def write_new(folder: str | os.PathLike, stem: str, data: bytes, suffix: str = "
         tmp.unlink(missing_ok=True)
 
 
+def write_replace(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` whole or not at all, replacing what is there: a temporary file in the same
+    folder, then an atomic rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _write_tmp(path.parent, data)
+    try:
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
 def dumps(obj) -> bytes:
     """JSON with sorted keys and a trailing newline; NaN/inf refused (a table must never hold a silent NaN)."""
     return (json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n").encode()

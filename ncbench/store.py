@@ -719,15 +719,9 @@ def export_results(store, *, fmt: str, sweep: str | None = None) -> tuple[bytes,
 
 def write_export(data: bytes, path: str | os.PathLike, *, force: bool = False) -> Path:
     """Write an export atomically (temporary file, then rename); refuse to replace a file unless ``force``."""
-    from ._io import _write_tmp
+    from ._io import write_replace
 
     path = Path(path)
     if path.exists() and not force:
         raise InputError(f"{path} exists; choose another -o or pass --force to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _write_tmp(path.parent, data)
-    try:
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return write_replace(path, data)

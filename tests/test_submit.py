@@ -1,7 +1,6 @@
 """`ncbench submit`: a checkpoint trained by `ncbench train`, end to end, and every bad submission refused with
 one line, exit 2 and nothing written."""
 
-import json
 import shutil
 import subprocess
 import sys

@@ -15,7 +15,8 @@ import pandas as pd
 from .._errors import InputError
 from .._io import dumps
 from ._regress import COMPARED, beats_column
-from ._tables import check_table, fmt, fmt_ci, psi_axes, ranked, write_replace, yes_no
+from .._io import write_replace
+from ._tables import check_table, fmt, fmt_ci, psi_axes, ranked, yes_no
 
 CSV_NAME, META_NAME, README_NAME = "measures.csv", "board.json", "README.md"
 BOARD_FORMAT = 1

@@ -3,29 +3,15 @@
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import pandas as pd
 
 from .._errors import InputError
-from .._io import _write_tmp
+from .._io import write_replace
 
 #: Columns :func:`ranked` needs.
 _NEEDED = ("target", "predictor", "psi", "tau")
-
-
-def write_replace(path: Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` whole or not at all, replacing it: a temporary file in the same folder (with
-    the permissions a plain ``open()`` gives), then a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _write_tmp(path.parent, data)
-    try:
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
 
 
 def check_table(table, needed=_NEEDED) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .._budget import canonical_eps, eps_label
 from .._errors import InputError
-from .._io import _write_tmp, dumps
+from .._io import _write_tmp, dumps, write_replace
 from ._boards import Board, effective_dataset_args, load_board
 from ._schema import SCHEMA_VERSION, validate_entry
 
@@ -220,12 +220,7 @@ def write_entry(entry: dict, board_dir: str | os.PathLike, *, replace: bool = Fa
             raise InputError(f"{exists} with other weights (sha256 {str(old)[:12]}..., new "
                              f"{entry['weights_sha256'][:12]}...); --replace only replaces the same weights: choose "
                              "another id")
-        tmp = _write_tmp(folder, data)
-        try:
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-        return path
+        return write_replace(path, data)
     tmp = _write_tmp(folder, data)
     try:
         os.link(tmp, path)  # fails instead of overwriting an entry written in the meantime

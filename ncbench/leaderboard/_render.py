@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 from .._errors import InputError
-from .._io import _write_tmp
+from .._io import write_replace
 from ._boards import Board, list_boards, load_board
 from ._entry import best_known, load_entries
 from ._schema import schema_bytes
@@ -287,13 +287,7 @@ def _write(path: Path, text: str | bytes) -> Path:
     data = text.encode("utf-8") if isinstance(text, str) else text
     if path.is_file() and path.read_bytes() == data:
         return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _write_tmp(path.parent, data)
-    try:
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return write_replace(path, data)
 
 
 def render_board(board_dir: str | os.PathLike) -> list[Path]:

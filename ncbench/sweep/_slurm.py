@@ -68,15 +68,13 @@ def read_pending(folder: Path) -> list[dict]:
 
 
 def _write_pending(folder: Path, spec: JobSpec, slurm_id: str, cluster: str, logs: Path) -> None:
-    from .._io import _write_tmp
+    from .._io import write_replace
 
     target = Path(folder) / "pending"
-    target.mkdir(parents=True, exist_ok=True)
     entry = {"job_id": spec.job_id, "slurm_job_id": str(slurm_id), "cluster": cluster, "cell": spec.cell,
              "axes": spec.axes, "sweep": spec.sweep, "config": spec.config, "logs": str(logs),
              "submitted": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    tmp = _write_tmp(target, json.dumps(entry, indent=1).encode())
-    os.replace(tmp, target / f"{spec.job_id}.json")
+    write_replace(target / f"{spec.job_id}.json", json.dumps(entry, indent=1).encode())
 
 
 def _forget(entry: dict) -> None:
