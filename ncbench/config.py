@@ -70,7 +70,8 @@ class EvaluateConfig:
     ``data_dir`` / ``download``: where torchvision datasets live and whether it may download them (ignored by
     the generated and bundled datasets). ``threads``: torch's CPU thread count for this run (None: torch's
     default). ``extra_attacks``: further attacks on the same model, recorded under ``extra_robustness``
-    (e.g. a leaderboard's PGD curve beside its AutoAttack number).
+    (e.g. a leaderboard's PGD curve beside its AutoAttack number). ``checkpoint``: evaluate these weights
+    instead of training (a grid can sweep checkpoints and attacks); ``trust_checkpoint`` allows a ``.pt2``.
     """
 
     dataset: str = "mnist1d"
@@ -85,6 +86,8 @@ class EvaluateConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     attack: AttackConfig = field(default_factory=AttackConfig)
     extra_attacks: tuple[AttackConfig, ...] = ()
+    checkpoint: str | None = None
+    trust_checkpoint: bool = False
     collapse_epochs: int = 12  # about this many log-spaced epochs at which collapse is measured (0: none)
     output: str = "ncbench-results"
 
@@ -93,6 +96,7 @@ class EvaluateConfig:
                 "download": self.download, "model": self.model, "model_args": dict(self.model_args),
                 "seed": self.seed, "device": self.device, "threads": self.threads, "train": self.train.to_dict(),
                 "attack": self.attack.to_dict(), "extra_attacks": [a.to_dict() for a in self.extra_attacks],
+                "checkpoint": self.checkpoint, "trust_checkpoint": self.trust_checkpoint,
                 "collapse_epochs": self.collapse_epochs, "output": self.output}
 
     def loader_args(self) -> dict:
@@ -184,6 +188,7 @@ def build_config(raw: dict | None = None, **overrides) -> EvaluateConfig:
     model = overrides.get("model", raw.get("model", defaults.get("model", "cnn1d")))
     model_args = raw.get("model_args", defaults.get("model_args", {}) if model == defaults.get("model") else {})
     threads = overrides.get("threads", raw.get("threads"))
+    checkpoint = overrides.get("checkpoint", raw.get("checkpoint"))
     try:
         cfg = EvaluateConfig(
             dataset=dataset, dataset_args=dataset_args, data_dir=location.get("data_dir"),
@@ -192,6 +197,8 @@ def build_config(raw: dict | None = None, **overrides) -> EvaluateConfig:
             device=overrides.get("device", raw.get("device", "auto")),
             threads=None if threads is None else int(threads),
             train=TrainConfig(**train_d), attack=attack, extra_attacks=extra_attacks,
+            checkpoint=None if checkpoint is None else str(checkpoint),
+            trust_checkpoint=bool(overrides.get("trust_checkpoint", raw.get("trust_checkpoint", False))),
             collapse_epochs=int(raw.get("collapse_epochs", 12)),
             output=str(overrides.get("output", raw.get("output", "ncbench-results"))),
         )

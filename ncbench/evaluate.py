@@ -163,9 +163,12 @@ def run_evaluate(cfg: EvaluateConfig, *, checkpoint: str | None = None, progress
                  trust: bool = False, sweep: dict | None = None, save_model_to: str | Path | None = None) -> dict:
     """The whole pipeline for one config: returns the result record (not yet written).
 
+    ``checkpoint``: evaluate these weights (default ``cfg.checkpoint``; None: train ``cfg``'s model).
     ``sweep``: ``{"name", "axes"}`` when a sweep runs the job (recorded, not part of the identity).
     ``save_model_to``: also write the trained model there (safetensors, with its recipe and job id).
     """
+    checkpoint = checkpoint if checkpoint is not None else cfg.checkpoint
+    trust = trust or cfg.trust_checkpoint
     t0 = time.perf_counter()
     created = datetime.now(timezone.utc)
     ds, model, trained, device, timings = prepare(cfg, checkpoint=checkpoint, progress=progress, trust=trust)
@@ -220,6 +223,7 @@ def evaluate_job(cfg: EvaluateConfig, *, sweep: dict | None = None, checkpoint_d
     """One sweep job: :func:`run_evaluate`, with the trained model written to ``checkpoint_dir/<job_id>.safetensors``
     (atomically) when a folder is given. Returns the record."""
     save_to = None
+    checkpoint = checkpoint if checkpoint is not None else cfg.checkpoint
     if checkpoint_dir is not None and checkpoint is None:
         from .identity import compute_job_id
 

@@ -95,10 +95,13 @@ def checkpoint_facts(model) -> dict:
 
 
 def compute_job_id(cfg, *, checkpoint: str | None = None, trust: bool = False) -> str:
-    """The job id of evaluating ``cfg`` (training its model), or of evaluating the weights in ``checkpoint``.
+    """The job id of evaluating ``cfg`` (training its model), or of evaluating the weights in ``checkpoint``
+    (default: ``cfg.checkpoint``).
 
     Computable before anything runs: loading a checkpoint to checksum it is the only work.
     """
+    checkpoint = checkpoint if checkpoint is not None else cfg.checkpoint
+    trust = trust or cfg.trust_checkpoint
     facts = None
     if checkpoint is not None:
         from .models import load_checkpoint

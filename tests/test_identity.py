@@ -172,3 +172,14 @@ def test_image_budgets_include_8_255_and_0_5(name):
 
     assert canonical_eps(8 / 255) in build_config(None, dataset=name, norm="Linf").attack.eps
     assert 0.5 in build_config(None, dataset=name, norm="L2").attack.eps
+
+
+def test_a_checkpoint_in_the_config_is_the_same_job_as_one_passed_in():
+    from ncbench.evaluate import run_evaluate
+
+    fixed = "tests/data/digits-mlp-fixed.safetensors"
+    in_config = build_config({**DIGITS, "checkpoint": fixed}, device="cpu")
+    assert compute_job_id(in_config) == compute_job_id(build_config(DIGITS), checkpoint=fixed)
+    rec = run_evaluate(in_config, progress=False)
+    assert rec["provenance"]["model"]["source"] == "checkpoint"
+    assert rec["provenance"]["job_id"] == compute_job_id(in_config)

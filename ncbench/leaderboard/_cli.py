@@ -30,7 +30,35 @@ def register(subparsers) -> argparse._SubParsersAction:
                                          "the committed ones (exit 1 if any)")
     _leaderboards_option(check)
     check.set_defaults(func=cmd_check)
+    build = sub.add_parser("build", help="from a grid to its boards: run the sweep, export its data, run each "
+                                         "board's protocol on one model per configuration, write the entries, "
+                                         "the measures board, and render")
+    build.add_argument("grid", metavar="GRID.yaml", help="a sweep grid (configs/sweeps/*.yaml)")
+    build.add_argument("--boards", nargs="+", metavar="BOARD", help="boards to fill (default: every board on the "
+                                                                    "grid's dataset)")
+    build.add_argument("--store", default="ncbench-results/results.sqlite", metavar="PATH",
+                       help="the results store (default ncbench-results/results.sqlite)")
+    build.add_argument("--executor", default="process", choices=("local", "process", "ray", "slurm"))
+    build.add_argument("--workers", type=int, help="processes (default: the cores)")
+    build.add_argument("--threads-per-job", type=int, help="torch threads per job (default: cores / workers)")
+    build.add_argument("--quiet", action="store_true", help="no progress bars")
+    _leaderboards_option(build)
+    build.set_defaults(func=cmd_build)
     return sub
+
+
+def cmd_build(args) -> int:
+    from ._build import build
+
+    def log(message: str) -> None:
+        print(message, file=sys.stderr)
+
+    paths = build(args.grid, store=args.store, leaderboards=args.leaderboards, boards=args.boards,
+                  executor=args.executor, workers=args.workers, threads_per_job=args.threads_per_job,
+                  progress=not args.quiet, log=log)
+    for path in paths:
+        print(f"wrote {path}")
+    return 0
 
 
 def cmd_render(args) -> int:

@@ -1,0 +1,147 @@
+"""``ncbench leaderboard build GRID.yaml``: from a committed grid to its boards, in one command.
+
+1. Run the grid's sweep (``ncbench sweep``; jobs already in the store are skipped, so a second call only
+   re-renders).
+2. Export it under ``leaderboards/data/<sweep>/``: ``results.csv`` (the ``load_frame`` table) and
+   ``records.jsonl.gz`` (every record, one JSON per line, gzip without a timestamp).
+3. For every board on the grid's dataset (or the ``boards`` asked for), run the board's protocol on one model
+   per configuration (the grid's first seed): AutoAttack at the headline budget and the PGD curve on the
+   board's points, evaluating the sweep's saved checkpoint. These are ordinary jobs too (sweep
+   ``<grid>@<board>`` in the store), so an interrupted build resumes. Each becomes an entry (source
+   ``sweep``), and the board is re-rendered.
+4. Regress accuracy and robustness on collapse over the whole grid (:func:`ncbench.analysis.regress`) and
+   write the measures board ``leaderboards/measures/<sweep>/``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+from pathlib import Path
+
+from .._errors import InputError
+
+MEASURES = "measures"
+DATA = "data"
+
+
+def _short(key: str) -> str:
+    return key.rsplit(".", 1)[-1]
+
+
+def _value(v) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def entry_naming(arch: str, axes: dict, seed_axis: str | None) -> tuple[str, str]:
+    """(name, id) of a grid configuration: ``cnn1d (channels 8, weight_decay 0.0005, ...)`` and a slug."""
+    from ._submit import slug
+
+    parts = [(k, v) for k, v in axes.items() if k != seed_axis]
+    name = f"{arch} (" + ", ".join(f"{_short(k)} {_value(v)}" for k, v in parts) + ")"
+    seed = axes.get(seed_axis) if seed_axis else None
+    ident = "-".join([arch] + [f"{_short(k)}{_value(v)}" for k, v in parts] + ([f"s{seed}"] if seed_axis else []))
+    return name + (f", seed {seed}" if seed_axis else ""), slug(ident)
+
+
+def export_data(store, sweep_name: str, out_dir: Path) -> list[Path]:
+    """``results.csv`` and ``records.jsonl.gz`` of a sweep (byte-stable for the same records)."""
+    from .._io import write_replace
+    from ..store import ResultsStore, load_frame
+
+    st = store if isinstance(store, ResultsStore) else ResultsStore(store)
+    frame = load_frame(st, sweep=sweep_name)
+    csv = frame.to_csv(index=False, float_format="%.17g", lineterminator="\n").encode()
+    records = sorted(st.records(sweep=sweep_name), key=lambda r: r["provenance"]["job_id"])
+    raw = "".join(json.dumps(r, sort_keys=True, separators=(",", ":")) + "\n" for r in records).encode()
+    buf = io.BytesIO()
+    with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0, filename="") as f:
+        f.write(raw)
+    return [write_replace(out_dir / "results.csv", csv), write_replace(out_dir / "records.jsonl.gz", buf.getvalue())]
+
+
+def board_sweep(grid, board, checkpoints: Path, statuses: dict):
+    """The board's protocol on one model per configuration of ``grid`` (its first seed), as a Sweep."""
+    from ..config import build_config
+    from ..identity import compute_job_id
+    from ..sweep._grid import Sweep, SweepJob
+    from ._submit import board_config
+
+    seed_axis = "seed" if "seed" in grid.axes else None
+    first_seed = grid.jobs[0].axes.get(seed_axis) if seed_axis else None
+    base = board_config(board).to_dict()
+    keep = {k: base[k] for k in ("dataset", "dataset_args", "attack", "extra_attacks")}
+    jobs = []
+    for job in grid.jobs:
+        if seed_axis and job.axes.get(seed_axis) != first_seed:
+            continue
+        job_id = compute_job_id(build_config(job.config))
+        if statuses.get(job_id) != "done":
+            raise InputError(f"cell {job.cell} {job.axes} of sweep {grid.name} is not done (its job "
+                             f"{job_id[:16]} is {statuses.get(job_id) or 'not stored'}); run the sweep first")
+        path = checkpoints / f"{job_id}.safetensors"
+        if not path.is_file():
+            raise InputError(f"the checkpoint of cell {job.cell} ({path}) is missing; it is written by `ncbench "
+                             "sweep` beside the store")
+        config = {**keep, "checkpoint": str(path), "seed": job.config.get("seed", 0)}
+        jobs.append(SweepJob(cell=job.cell, axes=dict(job.axes), config=config))
+    return Sweep(name=f"{grid.name}@{board.id}", axes=grid.axes, jobs=tuple(jobs), base=keep,
+                 n_cells=len(jobs))
+
+
+def build(grid_path: str, *, store: str, leaderboards: str = "leaderboards", boards: list[str] | None = None,
+          executor: str = "local", workers: int | None = None, threads_per_job: int | None = None,
+          progress: bool = True, log=lambda message: None) -> list[Path]:
+    """Run a grid and write its boards, data export and measures board. Returns the files written."""
+    from ..analysis import regress, write_measures_board
+    from ..store import ResultsStore, load_frame
+    from ..sweep import expand_grid, run_sweep
+    from ._boards import list_boards, load_board
+    from ._entry import entry_from_records, load_entries, write_entry
+    from ._render import render_all
+
+    grid = expand_grid(grid_path)
+    datasets = {job.config.get("dataset", "mnist1d") for job in grid.jobs}
+    if len(datasets) != 1:
+        raise InputError(f"a leaderboard grid must be on one dataset; {grid.name} has {sorted(datasets)}")
+    (dataset,) = datasets
+    board_ids = boards or [b for b in list_boards(leaderboards) if load_board(b, leaderboards).dataset == dataset]
+    if not board_ids:
+        raise InputError(f"no board under {leaderboards} is on dataset {dataset!r}")
+    run = dict(store=store, executor=executor, workers=workers, threads_per_job=threads_per_job, progress=progress)
+    log(f"sweep {grid.name}: {len(grid.jobs)} jobs")
+    report = run_sweep(grid, **run)
+    if report.exit_code:
+        raise InputError(f"sweep {grid.name} did not finish ({report.exit_code}): see `ncbench results list "
+                         f"--sweep {grid.name}`; rerun (with --retry-failed for failed jobs)")
+    lb = Path(leaderboards)
+    written = export_data(store, grid.name, lb / DATA / grid.name)
+    st = ResultsStore(store)
+    seed_axis = "seed" if "seed" in grid.axes else None
+    for board_id in board_ids:
+        board = load_board(board_id, leaderboards)
+        bsweep = board_sweep(grid, board, st.folder / "checkpoints", st.statuses())
+        log(f"board {board.id}: {len(bsweep.jobs)} models under its protocol")
+        rep = run_sweep(bsweep, **run)
+        if rep.exit_code:
+            raise InputError(f"board jobs {bsweep.name} did not finish; rerun the build")
+        axes_of = {m["job_id"]: m["axes"] for m in st.jobs(sweep=bsweep.name)}
+        ours = {e["id"] for e in load_entries(board.path) if e["source"] == "sweep"}
+        for record in st.records(sweep=bsweep.name):
+            axes = axes_of[record["provenance"]["job_id"]]  # this board sweep's cell, whoever computed the job
+            arch = record["provenance"]["model"]["arch"]
+            name, entry_id = entry_naming(arch, axes, seed_axis)
+            entry = entry_from_records(board, record, entry_id=entry_id, name=name, source="sweep")
+            if entry_id in ours:
+                (board.path / f"{entry_id}.json").unlink()  # this build's own entry: rebuilt, not duplicated
+            written.append(write_entry(entry, board.path))
+    frame = load_frame(st, sweep=grid.name)
+    table = regress(frame, axes=list(frame.attrs["axes"]))
+    command = f"ncbench leaderboard build {grid.source or grid_path}"
+    written += write_measures_board(table, lb / MEASURES / grid.name, sweep=grid.name, command=command,
+                                    n_models=len(frame),
+                                    source_note=f"{len(frame)} models of sweep {grid.name} "
+                                                f"({grid.source or grid_path}); data: leaderboards/data/{grid.name}/")
+    written += render_all(leaderboards, boards=board_ids)
+    return written
