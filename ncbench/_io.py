@@ -14,11 +14,6 @@ def _umask() -> int:
     return mask
 
 
-def readable_by_others(path: str | os.PathLike) -> None:
-    """Give a file the permissions a plain ``open()`` would (0666 minus the umask): temporary files are 0600."""
-    os.chmod(path, 0o666 & ~_umask())
-
-
 def _write_tmp(folder: Path, data: bytes) -> Path:
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".part")
     os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes files private (0600); results are for others to read too
@@ -27,6 +22,20 @@ def _write_tmp(folder: Path, data: bytes) -> Path:
         f.flush()
         os.fsync(f.fileno())
     return Path(tmp)
+
+
+def write_exclusive(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` whole or not at all, only if ``path`` does not exist (FileExistsError
+    otherwise, also when another writer got there first): a temporary file, then a hard link that fails
+    instead of overwriting."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _write_tmp(path.parent, data)
+    try:
+        os.link(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
 
 
 def write_new(folder: str | os.PathLike, stem: str, data: bytes, suffix: str = ".json") -> Path:

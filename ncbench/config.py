@@ -11,8 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
+from ._coerce import coerce_kwargs
 from ._errors import InputError
 from .attacks import AttackConfig
+from .data import LOCATION_ARGS
 from .train import TrainConfig
 
 _MNIST_LIKE = {
@@ -58,9 +60,6 @@ DATASET_DEFAULTS: dict[str, dict] = {
     "cifar10": _CIFAR_LIKE, "cifar100": _CIFAR_LIKE, "svhn": _CIFAR_LIKE, "stl10": _CIFAR_LIKE,
 }
 DEVICES = ("auto", "cpu", "cuda")
-#: where the data lives and whether torchvision may fetch it: passed to the loaders that take them, never
-#: part of a job's identity
-LOCATION_ARGS = ("data_dir", "download")
 
 
 @dataclass(frozen=True)
@@ -123,12 +122,13 @@ def _keyword_defaults(func) -> dict:
 
 
 def _with_defaults(kind: str, name: str, func, given: dict) -> dict:
-    """``given`` completed with the keyword-only defaults of ``func``, so equal settings hash equally."""
+    """``given`` completed with the keyword-only defaults of ``func`` and coerced to their declared types, so
+    equal settings hash equally (``width: 256`` and ``256.0``)."""
     if ":" in name:  # torchvision / timm models take their own arguments
         return dict(given)
     params = _keyword_defaults(func)
     _known(f"the arguments of {kind} {name!r}", given, list(params))
-    return {**params, **given}
+    return {**params, **coerce_kwargs(func, given, f"{kind} {name!r} argument")}
 
 
 def _attack_config(given: dict, defaults: dict, section: str) -> AttackConfig:
@@ -212,7 +212,8 @@ def build_config(raw: dict | None = None, **overrides) -> EvaluateConfig:
         raise InputError(f"collapse_epochs must be >= 0; got {cfg.collapse_epochs}")
     from .models import MODELS
 
-    generic = {k: v for k, v in cfg.dataset_args.items() if k in _keyword_defaults(load_dataset)}
+    generic = coerce_kwargs(load_dataset, {k: v for k, v in cfg.dataset_args.items()
+                                           if k in _keyword_defaults(load_dataset)}, "dataset argument")
     specific = {k: v for k, v in cfg.dataset_args.items() if k not in generic}
     loader = DATASETS.get(dataset)
     for k in LOCATION_ARGS:  # not dataset arguments: they are the config's own fields

@@ -11,6 +11,7 @@ attacks and collapse measurement see the same function.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,6 +21,10 @@ from ._errors import InputError
 from ._registry import Registry
 
 DATASETS: Registry = Registry("dataset")
+#: loader arguments that say where files live and whether torchvision may fetch them: never which data
+LOCATION_ARGS = ("data_dir", "download")
+#: options of every dataset that change only the *training* set (the test split is never touched)
+TRAINING_SET_ARGS = ("n_per_class", "n_train", "label_noise", "subset_seed")
 
 
 @dataclass(frozen=True)
@@ -69,17 +74,36 @@ def load_dataset(name: str, *, n_per_class: int | None = None, n_train: int | No
     ``n_train`` keeps a random subset of that many training samples; ``label_noise`` replaces the label of that
     fraction of training samples by a different class drawn uniformly (the record counts them). The test split
     is never changed.
+
+    A process keeps the last two loaded datasets (generating MNIST-1D takes about a second; a sweep worker runs
+    many jobs on one dataset). The returned tensors are shared between callers: treat them as read-only.
     """
+    DATASETS.get(name)  # an unknown name fails here, listing the valid ones
+    try:
+        key = tuple(sorted(kwargs.items()))
+        hash(key)
+    except TypeError:  # an unhashable argument: load without the cache
+        ds = _load(name, kwargs)
+    else:
+        ds = _load_cached(name, key)
+    if n_per_class is None and n_train is None and not label_noise:
+        return ds
+    return subsample(ds, n_per_class=n_per_class, n_train=n_train, label_noise=label_noise, seed=subset_seed)
+
+
+def _load(name: str, kwargs: dict) -> Dataset:
     loader = DATASETS.get(name)
     try:
-        ds = loader(**kwargs)
+        return loader(**kwargs)
     except TypeError as err:
         if "unexpected keyword" in str(err):
             raise InputError(f"dataset {name!r}: {err}") from None
         raise
-    if n_per_class is None and n_train is None and not label_noise:
-        return ds
-    return subsample(ds, n_per_class=n_per_class, n_train=n_train, label_noise=label_noise, seed=subset_seed)
+
+
+@functools.lru_cache(maxsize=2)
+def _load_cached(name: str, key: tuple) -> Dataset:
+    return _load(name, dict(key))
 
 
 def subsample(ds: Dataset, *, n_per_class=None, n_train=None, label_noise=0.0, seed=0) -> Dataset:

@@ -18,7 +18,7 @@ from .collapse import CollapseWarning, collapse_metrics
 from .config import EvaluateConfig
 from .data import Dataset, load_dataset
 from .environment import configure_numerics, environment, resolve_device, versions
-from .features import extract, memory_format_name, prepare_model
+from .features import extract, memory_format_name, output_margin, prepare_model
 from .identity import checkpoint_facts, dataset_identity, digest, identity
 from .models import Classifier, create_model, load_checkpoint, model_checksum, save_checkpoint
 from .record import SCHEMA_VERSION, validate_record
@@ -42,10 +42,7 @@ def measures(model, logits_train: torch.Tensor, y_train: torch.Tensor) -> dict:
     """
     sq = sum(float(p.detach().double().pow(2).sum()) for p in model.parameters() if p.ndim >= 2)
     z = logits_train.double()
-    y = y_train.to(z.device)
-    true = z.gather(1, y[:, None]).squeeze(1)
-    other = z.scatter(1, y[:, None], float("-inf")).amax(1)
-    margin = float(torch.quantile(true - other, 0.1))
+    margin = float(torch.quantile(output_margin(z, y_train.to(z.device)), 0.1))
     return {"num_parameters": sum(p.numel() for p in model.parameters()), "sum_squared_weights": sq,
             "train_margin_p10": margin}
 
@@ -114,14 +111,17 @@ class CollapseTracker:
         self.rows.append(entry)
 
 
-def _check_fits(model, ds: Dataset, path: str) -> None:
+def check_fits(model, ds: Dataset, path: str, target: str | None = None) -> None:
+    """Refuse a loaded model whose class count or input shape is not ``ds``'s (``target`` names what the data
+    is for in the message, default the dataset)."""
     spec = model.spec
+    target = target or f"dataset {ds.name!r}"
     if spec.num_classes != ds.num_classes:
-        raise CheckpointError(f"{path}: the checkpoint has {spec.num_classes} classes but dataset {ds.name!r} has "
+        raise CheckpointError(f"{path}: the checkpoint has {spec.num_classes} classes but {target} has "
                               f"{ds.num_classes}")
     if tuple(spec.input_shape) != ds.input_shape:
         raise CheckpointError(f"{path}: the checkpoint takes inputs of shape {tuple(spec.input_shape)} but "
-                              f"dataset {ds.name!r} has {ds.input_shape}")
+                              f"{target} has {ds.input_shape}")
 
 
 def prepare(cfg: EvaluateConfig, *, checkpoint: str | None = None, progress: bool = True, trust: bool = False):
@@ -138,7 +138,7 @@ def prepare(cfg: EvaluateConfig, *, checkpoint: str | None = None, progress: boo
     trained: TrainResult | None = None
     if checkpoint is not None:
         model = load_checkpoint(checkpoint, map_location=device, trust=trust)
-        _check_fits(model, ds, checkpoint)
+        check_fits(model, ds, checkpoint)
         prepare_model(model, device)
     else:
         torch.manual_seed(cfg.seed)

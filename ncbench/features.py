@@ -102,6 +102,13 @@ def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 2048) -> torch.
                       for i in range(0, x.shape[0], batch_size)])
 
 
+def output_margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per point, the true class's logit minus the largest other logit: > 0 when correctly classified."""
+    true = logits.gather(1, y[:, None]).squeeze(1)
+    other = logits.scatter(1, y[:, None], float("-inf")).amax(1)
+    return true - other
+
+
 # ----------------------------------------------------------------------------------------- named layers
 
 @torch.no_grad()

@@ -90,8 +90,9 @@ def checkpoint_facts(model) -> dict:
 
     trained_by = getattr(model, "trained_by", None) or {}
     recipe = trained_by.get("recipe") or {}
+    wd = recipe.get("weight_decay")
     return {"checksum": model_checksum(model), "spec": model.spec.to_dict(),
-            "ls_gap_weight_decay": recipe.get("weight_decay")}
+            "ls_gap_weight_decay": None if wd is None else float(wd)}
 
 
 def compute_job_id(cfg, *, checkpoint: str | None = None, trust: bool = False) -> str:

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from ._errors import CheckpointError, InputError
-from ._io import readable_by_others
+from ._io import write_replace
 from ._registry import Registry
 
 MODELS: Registry = Registry("model")
@@ -239,23 +239,18 @@ def save_checkpoint(model: Classifier, path: str | os.PathLike, *, training: dic
     ``training``: how ncbench trained it (``{"job_id", "recipe", "seed", "dataset"}``), kept in the metadata
     so that evaluating the checkpoint later knows the recipe (``ls_gap`` uses its weight decay) and the seed.
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     if getattr(model, "spec", None) is None:
         raise InputError("the model has no spec; build it with ncbench.models.create_model")
     path = Path(path)
     if path.suffix != ".safetensors":
         raise InputError(f"checkpoints are written as .safetensors; got {path.name}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     meta = {SPEC_KEY: json.dumps(model.spec.to_dict())}
     if training is not None:
         meta[TRAINING_KEY] = json.dumps(training, sort_keys=True)
-    save_file(state, str(tmp), metadata=meta)
-    readable_by_others(tmp)
-    os.replace(tmp, path)
-    return path
+    return write_replace(path, save(state, metadata=meta))  # whole or not at all, fsynced
 
 
 def _read_safetensors(path: Path):
@@ -355,8 +350,22 @@ class ExportedClassifier(nn.Module):
         self.program._apply(fn)  # .to(device) moves the program's weights, not only fc
         return super()._apply(fn, *args, **kwargs)
 
+    def parameters(self, recurse: bool = True):
+        """The program's parameters: what the model is (counted, frozen during attacks). ``fc`` is derived
+        from them for the collapse metrics and is not a parameter of the model."""
+        return self.program.parameters(recurse)
+
+    def named_parameters(self, prefix: str = "", recurse: bool = True, remove_duplicate: bool = True):
+        return self.program.named_parameters(prefix=prefix or "program", recurse=recurse,
+                                             remove_duplicate=remove_duplicate)
+
     def checksum_state(self) -> dict:
-        return {f"program.{k}": v for k, v in self.program.state_dict().items()}
+        """The program's weights and its graph's code: two programs with the same weights but another
+        computation are different models."""
+        state = {f"program.{k}": v for k, v in self.program.state_dict().items()}
+        code = str(getattr(self.program, "code", "")).encode()
+        state["program.__code__"] = torch.frombuffer(bytearray(code), dtype=torch.uint8) if code else torch.empty(0)
+        return state
 
 
 def _load_exported(path: Path, trust: bool) -> nn.Module:

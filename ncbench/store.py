@@ -461,8 +461,16 @@ def _num(value) -> float:
         return math.nan
 
 
-def _row(record: dict, sweep: str | None, axes: dict) -> tuple[dict, list[str], list[str]]:
-    """One frame row from a record; also the budget and extra-attack column names it produced, in order."""
+def _attack_key(att: dict) -> str:
+    return f"{str(att.get('name', 'attack')).lower()}_{att.get('norm', '')}".rstrip("_")
+
+
+def _row(record: dict, sweep: str | None, axes: dict, main_prefix: str = "robust") -> tuple[dict, list[str], list[str]]:
+    """One frame row from a record; also the budget and extra-attack column names it produced, in order.
+
+    ``main_prefix``: the main attack's columns are ``robust_accuracy@<eps>``; when the frame's rows ran
+    different main attacks (a sweep over ``attack.norm``), each is named by its attack instead
+    (``<name>_<norm>_accuracy@<eps>``), so one column never mixes two threat models."""
     prov = record.get("provenance") or {}
     acc = record.get("accuracy") or {}
     measures = record.get("measures") or {}
@@ -488,9 +496,10 @@ def _row(record: dict, sweep: str | None, axes: dict) -> tuple[dict, list[str], 
     reliable = bool(main.get("reliable", False)) if main else False
     if main:
         row["attack"] = main.get("label") or main.get("name")
+        prefix = main_prefix if main_prefix == "robust" else _attack_key(main)
         for point in main.get("curve") or []:
             if _num(point.get("eps")) > 0:
-                col = f"robust_accuracy@{eps_label(point['eps'])}"
+                col = f"{prefix}_accuracy@{eps_label(point['eps'])}"
                 row[col] = _num(point.get("robust_accuracy"))
                 budgets.append(col)
         margin = main.get("margin")
@@ -498,7 +507,7 @@ def _row(record: dict, sweep: str | None, axes: dict) -> tuple[dict, list[str], 
             row["fab_margin"] = _num(margin.get("mean_min_perturbation"))
             row["fab_margin_median"] = _num(margin.get("median_min_perturbation"))
     for extra in record.get("extra_robustness") or []:
-        name = f"{str(extra.get('name', 'attack')).lower()}_{extra.get('norm', '')}".rstrip("_")
+        name = _attack_key(extra)
         reliable = reliable and bool(extra.get("reliable", False))
         for point in extra.get("curve") or []:
             if _num(point.get("eps")) > 0:
@@ -547,7 +556,9 @@ def load_frame(store, sweep: str | None = None):
         Columns: the axes by their dotted keys (grid order), ``job_id``, ``sweep``, ``dataset``, ``model``,
         ``seed``, ``train_accuracy``, ``test_accuracy``, ``generalization_gap`` (train - test, fractions),
         ``train.<metric>`` and ``test.<metric>`` per collapse metric, ``attack`` (the main attack's label),
-        ``robust_accuracy@<eps label>`` per budget > 0 (ascending), ``<name>_<norm>_accuracy@<eps label>`` per
+        ``robust_accuracy@<eps label>`` per budget > 0 (ascending; when the rows ran different main attacks,
+        e.g. a sweep over ``attack.norm``, these are ``<name>_<norm>_accuracy@<eps label>`` instead, so a column
+        never mixes two threat models), ``<name>_<norm>_accuracy@<eps label>`` per
         extra attack's budget (``pgd_L2_accuracy@0.1``), ``fab_margin`` / ``fab_margin_median`` where measured, ``num_parameters``,
         ``sum_squared_weights``, ``train_margin_p10``, ``final_train_loss``, ``terminal_phase_epoch`` (float:
         NaN when training never reached zero error), ``reliable`` (bool: every attack's checks passed),
@@ -585,8 +596,10 @@ def load_frame(store, sweep: str | None = None):
         if opened:
             st.close()
     rows, budgets, extras, metrics = [], {}, {}, {}
+    mains = {_attack_key(r["robustness"]) for r in records if r.get("robustness")}
+    prefix = "robust" if len(mains) <= 1 else "by-attack"
     for record, (name, axes) in zip(records, members):
-        row, b, e = _row(record, name, axes)
+        row, b, e = _row(record, name, axes, prefix)
         rows.append(row)
         budgets.update(dict.fromkeys(b))
         extras.update(dict.fromkeys(e))

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._coerce import coerce_dataclass, coerce_value
 from ._errors import InputError
 
 LOSSES = ("ce", "mse", "label_smoothing")
@@ -47,6 +48,9 @@ class TrainConfig:
     precision: str = "fp32"  # "bf16": bf16 autocast for forward and backward (opt-in, on any device)
 
     def __post_init__(self) -> None:
+        coerce_dataclass(self, "train")
+        object.__setattr__(self, "milestones", tuple(coerce_value(m, "float", "train.milestones")
+                                                     for m in self.milestones))
         if self.epochs < 1 or self.batch_size < 1:
             raise InputError(f"epochs and batch_size must be >= 1; got {self.epochs}, {self.batch_size}")
         if not self.lr > 0 or self.weight_decay < 0 or not 0 <= self.momentum < 1:

@@ -1,4 +1,5 @@
 import copy
+import math
 
 import numpy as np
 import pytest
@@ -313,19 +314,70 @@ def test_autoattack_runs_on_non_square_inputs(norm, eps):
     assert all(c["passed"] for c in out["checks"] if c["check"].startswith("bounds"))
 
 
-def test_capped_square_uses_the_reference_window_sides():
+class Unfoolable(nn.Module):
+    """Logits that always favour class 0 by a wide margin: Square runs every iteration."""
+
+    def forward(self, x):
+        out = torch.zeros(x.shape[0], 3)
+        out[:, 0] = 100.0
+        return out
+
+
+def reference_side(p: float, c: int, h: int, w: int, norm: str) -> int:
+    """The window side of the reference implementation (autoattack/square.py), written out independently."""
+    s = max(int(round(math.sqrt(p * c * h * w / c))), 1 if norm == "Linf" else 3)
+    if norm == "L2" and s % 2 == 0:
+        s += 1
+    return min(s, min(h, w))
+
+
+@pytest.mark.parametrize("norm,h,w", [("Linf", 5, 8), ("Linf", 4, 8), ("L2", 5, 8), ("L2", 6, 8), ("L2", 8, 8)])
+def test_capped_square_uses_the_reference_window_sides(norm, h, w):
+    """Runs CappedSquare's real loop and records the window side of every iteration from where it places its
+    windows (random_int(0, h - s)); compares with the reference's rule. Uncapped torchattacks would ask for
+    a side of 7 on a 5-pixel-high image here (and crash under L2)."""
     from ncbench.attacks._library import capped_square
 
-    atk = capped_square()(nn.Identity(), norm="L2", eps=1.0, n_queries=1, p_init=0.8)
-    atk._p_cap = None
-    for h, w, expected in [(5, 8, 5), (8, 8, 7), (4, 8, 3)]:
-        c = 1
-        m = min(h, w) - (min(h, w) % 2 == 0)
-        atk._p_cap = m * m / (h * w)
-        p = atk.p_selection(0)  # p_init 0.8 would ask for windows larger than the image
-        s = max(int(round(np.sqrt(p * c * h * w / c))), 3)
-        s += s % 2 == 0
-        assert s == expected <= min(h, w)
+    queries = 60  # the schedule's first three p levels: 0.8, 0.4, 0.2
+    atk = capped_square()(Unfoolable(), norm=norm, eps=0.5, n_queries=queries, p_init=0.8, resc_schedule=False)
+    highs = []
+
+    def random_int(low=0, high=1, shape=[1]):
+        highs.append(int(high))
+        return torch.zeros(shape, dtype=torch.long)
+
+    atk.random_int = random_int
+    x = torch.rand(2, 1, h, w)
+    atk.init_hyperparam(x)  # what perturb() does before its runs
+    atk.attack_single_run(x, torch.zeros(2, dtype=torch.long))
+    per_iteration = 2 if norm == "Linf" else 4  # vh, vw (and vh2, vw2 under L2) per iteration
+    sides = [h - highs[i] for i in range(0, len(highs), per_iteration)]
+    assert len(sides) == queries
+    want = [reference_side(_schedule(it), 1, h, w, norm)
+            for it in range(queries)]
+    if norm == "L2" and min(h, w) % 2 == 0:
+        # documented deviation: torchattacks' L2 windows are odd-sided, so the largest is m - 1, not m
+        assert [min(r, min(h, w) - 1) for r in want] == sides
+    else:
+        assert sides == want
+    assert max(sides) <= min(h, w)
+
+
+def test_l2_square_refuses_images_under_5_pixels_high():
+    """Its initial perturbation tiles the image with h // 5 windows (the reference's too): a clear error, not a
+    ZeroDivisionError from inside torchattacks."""
+    from ncbench.attacks._library import capped_square
+
+    atk = capped_square()(Unfoolable(), norm="L2", eps=0.5, n_queries=5)
+    x = torch.rand(2, 1, 4, 8)
+    atk.init_hyperparam(x)
+    with pytest.raises(InputError, match="needs images at least 5 pixels high"):
+        atk.attack_single_run(x, torch.zeros(2, dtype=torch.long))
+
+
+def _schedule(it: int, p_init: float = 0.8) -> float:
+    """The reference's p schedule for the first iterations (autoattack/square.py, p_selection)."""
+    return p_init if it <= 10 else p_init / 2 if it <= 50 else p_init / 4
 
 
 AA_EPS = 0.01  # on the default MNIST-1D CNN, robust accuracy is about 0.6 here: the attacks have work to do
@@ -358,3 +410,20 @@ def test_autoattack_agrees_with_the_reference_implementation(mnist1d_default, no
         theirs = int((model(adv.reshape(x.shape)).argmax(1) == y).sum()) / len(y)
     assert ours["curve"][0]["robust_accuracy"] < ours["clean_accuracy"] - 0.1  # the budget bites
     assert abs(ours["curve"][0]["robust_accuracy"] - theirs) <= 0.01
+
+
+def test_minimal_norm_attacks_search_once_and_threshold_per_eps(digits_model, digits, monkeypatch):
+    """DeepFool's examples do not depend on eps: a grid runs it once, and the number at each eps is the number
+    of that eps alone."""
+    import ncbench.attacks._library as lib
+
+    calls = []
+    real = lib.deepfool
+    monkeypatch.setattr(lib, "deepfool", lambda *a, **k: calls.append(1) or real(*a, **k))
+    x, y = digits.x_test[:80], digits.y_test[:80]
+    grid = run(digits_model, x, y, name="deepfool", norm="L2", eps=(0.0, 0.5, 1.0, 2.0))
+    assert len(calls) == 1  # one batch, one search, three budgets
+    for eps in (0.5, 1.0, 2.0):
+        alone = run(digits_model, x, y, name="deepfool", norm="L2", eps=(eps,))
+        assert robust_at(grid, eps) == robust_at(alone, eps)
+    assert grid["reliable"], grid["unreliable_reasons"]

@@ -102,3 +102,17 @@ def test_torch_export_archive_needs_trust_and_recovers_fc(tmp_path, digits_model
         torch.testing.assert_close(loaded.fc(loaded.features(digits.x_test[:8])), digits_model(digits.x_test[:8]),
                                    rtol=1e-4, atol=1e-4)
     assert loaded.spec.num_classes == 10 and loaded.spec.input_shape == (1, 8, 8)
+    # the model's parameters are the program's: counted and frozen as such (the fitted fc is derived)
+    assert sum(p.numel() for p in loaded.parameters()) == sum(p.numel() for p in digits_model.parameters())
+    # the same weights in another computation are another model
+    from ncbench.models import model_checksum
+
+    class Doubled(Both):
+        def forward(self, x):
+            f, z = super().forward(x)
+            return f, 2 * z
+
+    other = tmp_path / "doubled.pt2"
+    torch.export.save(torch.export.export(Doubled(digits_model).eval(), (digits.x_test[:4],),
+                                          dynamic_shapes=({0: batch},)), str(other))
+    assert model_checksum(load_checkpoint(other, trust=True)) != model_checksum(loaded)

@@ -144,3 +144,40 @@ def test_torchvision_adapter_and_bring_your_own_errors():
 def test_milestones_as_epochs():
     cfg = TrainConfig(epochs=350, lr=0.1, milestones=(116, 233))
     assert [lr_at(cfg, e) for e in (115, 116, 232, 233)] == pytest.approx([0.1, 0.01, 0.01, 0.001])
+
+
+def test_datasets_are_cached_per_process_and_never_mutated_by_subsampling():
+    base = load_dataset("digits")
+    assert load_dataset("digits") is base  # generated once per process (a sweep worker runs many jobs)
+    y_before = base.y_train.clone()
+    noisy = load_dataset("digits", label_noise=0.3, n_train=500)
+    assert noisy.y_train.shape == (500,) and torch.equal(base.y_train, y_before)
+    assert load_dataset("digits", test_fraction=0.5) is not base
+
+
+def test_bf16_training_runs_under_autocast(digits):
+    """precision: bf16 trains through bf16 autocast (an autocast that did nothing would give fp32's weights)."""
+    from ncbench.models import model_checksum
+
+    def run(precision):
+        torch.manual_seed(0)
+        m = create_model("mlp", input_shape=digits.input_shape, num_classes=10, width=32, depth=1)
+        seen = []
+        m.fc.register_forward_hook(lambda mod, inp, out: seen.append(out.dtype))
+        train(m, digits.x_train[:256], digits.y_train[:256], TrainConfig(epochs=1, batch_size=64, precision=precision),
+              progress=False)
+        return model_checksum(m), seen[0]
+
+    (fp32, dtype32), (bf16, dtype16) = run("fp32"), run("bf16")
+    assert dtype32 == torch.float32 and dtype16 == torch.bfloat16
+    assert fp32 != bf16
+
+
+def test_milestones_are_refused_when_they_cannot_apply():
+    with pytest.raises(InputError, match=r"epoch milestones must be within 1\.\.99 \(\[116, 233\] would never apply\)"):
+        TrainConfig(epochs=100, milestones=(116, 233))
+    with pytest.raises(InputError, match="strictly increasing"):
+        TrainConfig(epochs=100, milestones=(50, 20))
+    with pytest.raises(InputError, match="positive numbers"):
+        TrainConfig(epochs=100, milestones=(-1,))
+    assert TrainConfig(epochs=1).milestone_epochs() == (1, 1)  # fractions scale; at the last epoch: no effect

@@ -36,6 +36,14 @@ def with_attack(**attack):
     ({"train": {"epochs": 3, "amp": False}}, {}),  # 0.1's flag, off: fp32 as the default
     (with_attack(eps=[0.0, "8/255"]), with_attack(eps=[0, 0.0313725490196])),  # one budget, two spellings
     (with_attack(batch_size=7), with_attack(batch_size=1000)),  # PGD attacks each point on its own
+    # one setting, written as an int or a float, or as YAML reads 5e-4 (a string): one type after coercion
+    ({"train": {"epochs": 3, "weight_decay": 0}}, {"train": {"epochs": 3, "weight_decay": 0.0}}),
+    ({"train": {"epochs": 3, "lr": 1}}, {"train": {"epochs": 3, "lr": 1.0}}),
+    ({"train": {"epochs": 3, "weight_decay": "5e-4"}}, {"train": {"epochs": 3, "weight_decay": 0.0005}}),
+    (with_attack(alpha_factor=2), with_attack(alpha_factor=2.0)),
+    (with_attack(eps=[0.1, 0]), with_attack(eps=[0, 0.1, 0.1])),  # the grid is ascending, each budget once
+    ({"model_args": {"width": 32.0, "depth": 1}}, {}),
+    ({"dataset_args": {"n_train": 500.0}}, {"dataset_args": {"n_train": 500}}),
 ])
 def test_same_computation_same_id(a, b):
     assert job(a) == job(b)
@@ -70,6 +78,15 @@ def test_settings_of_other_attacks_leave_the_id_alone(name, norm, unused):
 ])
 def test_different_computation_different_id(a, b):
     assert job(a) != job(b)
+
+
+def test_values_that_are_not_the_declared_type_are_refused_with_their_field():
+    from ncbench._errors import InputError
+
+    with pytest.raises(InputError, match=r"train\.epochs must be an integer; got 2\.5"):
+        job({"train": {"epochs": 2.5}})
+    with pytest.raises(InputError, match=r"train\.weight_decay must be a number; got 'x'"):
+        job({"train": {"epochs": 3, "weight_decay": "x"}})
 
 
 def test_unused_subset_seed_is_not_part_of_the_id():

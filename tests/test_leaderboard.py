@@ -115,9 +115,24 @@ def make_record(board: Board, *, clean=0.9, robust=0.5, checksum="a" * 64, faile
             continue
         target = record[obj]
         for p in path[:-1]:
-            target = target[p]
+            target = target[int(p) if isinstance(target, list) else p]
         target[path[-1]] = value
+    # the job identity's attack parts are what ran: derived from the (possibly changed) attack results
+    ident = record["provenance"]["identity"]
+    ident["attack"] = _identity_of(record["robustness"])
+    ident["extra_attacks"] = [_identity_of(a) for a in record["extra_robustness"]]
     return record
+
+
+def _identity_of(att: dict) -> dict:
+    from ncbench.attacks import ATTACKS, AttackConfig
+
+    own = {k: v for k, v in att["params"].items() if k in ATTACKS.get(att["name"]).params}
+    if "batch_size" not in own:
+        own["batch_size"] = att["batch_size"]
+    cfg = AttackConfig(name=att["name"], norm=att["norm"], eps=tuple(att["eps"]), n_points=att["n_points"],
+                       precision=att["precision"], check_points=att["check_points"], **own)
+    return cfg.identity(att["seed"])
 
 
 def make_entry(board, entry_id="m", **kw) -> dict:
@@ -263,10 +278,17 @@ def test_failed_check_makes_the_entry_unreliable_with_its_reason(board):
 @pytest.mark.parametrize("changes, match", [
     ({"robustness__curve": [{"eps": 0.02, "eps_label": "0.02", "robust_accuracy": 0.3, "n_attacked": 9,
                              "wall_time_s": 1.0}]}, "no result at board mnist1d/Linf's headline eps 0.01"),
-    ({"robustness__name": "pgd"}, "is attack 'pgd'; board mnist1d/Linf needs 'autoattack'"),
-    ({"robustness__n_points": 300}, "ran with number of points 300; board mnist1d/Linf fixes 500"),
-    ({"robustness__precision": "bf16"}, "ran with precision 'bf16'"),
-    ({"robustness__params": {"square_queries": 5000, "batch_size": 7}}, "ran with batch_size = 7"),
+    ({"robustness__name": "pgd", "robustness__params": {"steps": 20, "alpha_factor": 2.5, "random_start": True,
+                                                         "restarts": 1}},
+     r"did not follow board mnist1d/Linf's protocol: name: 'pgd' \(board: 'autoattack'\)"),
+    ({"robustness__n_points": 300}, r"n_points: 300 \(board: 500\)"),
+    ({"robustness__precision": "bf16"}, r"precision: 'bf16' \(board: 'fp32'\)"),
+    ({"robustness__params": {"square_queries": 5000, "batch_size": 7}}, r"params: .*'batch_size': 7"),
+    # a weaker Square is not AutoAttack "standard"; a grid is not the headline budget alone
+    ({"robustness__params": {"square_queries": 10, "batch_size": 1000}}, r"params: .*'square_queries': 10"),
+    ({"robustness__eps": [0.005, 0.01]}, r"eps: \[0\.005, 0\.01\] \(board: \[0\.01\]\)"),
+    ({"extra_robustness__0__params": {"steps": 5, "alpha_factor": 2.5, "random_start": True, "restarts": 1}},
+     r"extra_robustness\[0\] \(the curve\) did not follow .*'steps': 5"),
     ({"extra_robustness": []}, "no extra_robustness"),
     ({"provenance__config__dataset_args": {"seed": 7}}, "split .* is not board mnist1d/Linf's"),
     ({"provenance__dataset__name": "digits"}, "on dataset 'digits'"),

@@ -21,7 +21,7 @@ base:
 grid:
   model_args.width: [16, 32]
   train.weight_decay: [5.0e-4, 5.0e-3]
-  train.loss: [ce, mse]
+  dataset_args.n_train: [600, 1000]
   seed: [0, 1]
 """
 
@@ -50,6 +50,16 @@ def test_build_fills_the_boards_and_resumes(tmp_path, capsys):
         assert {e["source"] for e in entries} == {"sweep"}
         assert all(e["training"]["seed"] == 0 and e["robust_accuracy"]["n_points"] == 40 for e in entries)
         assert (lb / "digits" / norm / "README.md").is_file()
+    # an entry's "train" collapse is measured on the training set its model saw (600 or 1000 samples), as in
+    # the sweep's own records
+    from ncbench.store import load_frame
+
+    frame = load_frame(store, sweep="tiny-digits").set_index(["model_args.width", "train.weight_decay",
+                                                              "dataset_args.n_train", "seed"])
+    for e in load_entries(lb / "digits" / "Linf"):
+        n = e["training"]["dataset"]["args"]["n_train"]
+        width, wd = e["architecture_args"]["width"], e["training"]["recipe"]["weight_decay"]
+        assert e["collapse"]["train"]["nc1"] == pytest.approx(frame.loc[(width, wd, n, 0), "train.nc1"], rel=1e-9)
     measures = lb / "measures" / "tiny-digits"
     assert (measures / "measures.csv").is_file() and "test_accuracy" in (measures / "README.md").read_text()
     lines = gzip.decompress((lb / "data" / "tiny-digits" / "records.jsonl.gz").read_bytes()).splitlines()

@@ -169,6 +169,21 @@ def test_frame_of_all_jobs_uses_the_records_axes(store):
         load_frame(store, sweep="other")
 
 
+def test_main_attacks_of_different_threat_models_never_share_a_column(store):
+    """A sweep over attack.norm: one Linf and one L2 job at the same budget label (0.1) must not meet in one
+    robust_accuracy@0.1 column that the regression would treat as one target."""
+    linf = make_record(hex_id("linf"), sweep="norms", axes={"attack.norm": "Linf"}, robust=(0.9, 0.4))
+    l2 = make_record(hex_id("l2"), sweep="norms", axes={"attack.norm": "L2"}, robust=(0.9, 0.7))
+    l2["robustness"]["norm"] = "L2"
+    store.put_sweep("norms", ["attack.norm"])
+    for rec in (linf, l2):
+        store.put_record(rec, sweep="norms", axes=rec["provenance"]["sweep"]["axes"])
+    frame = load_frame(store, sweep="norms").set_index("attack.norm")
+    assert not any(c.startswith("robust_accuracy@") for c in frame.columns)
+    assert frame.loc["Linf", "pgd_Linf_accuracy@0.1"] == 0.4 and math.isnan(frame.loc["L2", "pgd_Linf_accuracy@0.1"])
+    assert frame.loc["L2", "pgd_L2_accuracy@0.1"] == 0.7 and math.isnan(frame.loc["Linf", "pgd_L2_accuracy@0.1"])
+
+
 def test_list_axis_values_become_hashable_strings(store):
     store.put_record(make_record(hex_id(1), sweep="s", axes={"attack.eps": [0, 0.1]}))
     frame = load_frame(store, sweep="s")

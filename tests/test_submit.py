@@ -74,12 +74,26 @@ def test_submit_end_to_end(trained, boards, capsys):
     assert isinstance(entry["reliable"], bool) and set(entry["collapse"]) == {"train", "test"}
     readme = (boards / "digits" / "Linf" / "README.md").read_text()
     assert "My MLP" in readme
-    # the same weights may replace their entry; nothing else may take the id
+    # nothing may take the id without --replace; --replace takes only the same weights
     before = files(boards)
     assert main(["submit", str(trained), "--board", "digits/Linf", "--leaderboards", str(boards), "--name",
                  "My MLP", "--quiet"]) == 2
     one_line_error(capsys, r"entry 'my-mlp' exists on board digits/Linf")
     assert files(boards) == before
+    from ncbench.models import save_checkpoint
+
+    other = load_checkpoint(trained)
+    with torch.no_grad():
+        other.fc.bias.add_(0.01)
+    other_path = save_checkpoint(other, trained.parent / "other.safetensors")
+    assert main(["submit", str(other_path), "--board", "digits/Linf", "--leaderboards", str(boards), "--name",
+                 "My MLP", "--replace", "--quiet"]) == 2
+    one_line_error(capsys, r"--replace refused: entry 'my-mlp' holds weights")
+    assert files(boards) == before
+    assert main(["submit", str(trained), "--board", "digits/Linf", "--leaderboards", str(boards), "--name",
+                 "My MLP", "--replace", "--claim-clean", f"{100 * clean:.2f}", "--quiet"]) == 0
+    (again,) = load_entries(boards / "digits" / "Linf")
+    assert again["reported"]["robust_accuracy"] is None  # replaced: the new submission's claims
 
 
 class Noisy(nn.Module):
@@ -126,8 +140,8 @@ def test_bad_submissions_write_nothing(trained, boards, tmp_path, capsys):
     probs = exported(Probabilities(), tmp_path / "probs.pt2")
     before = files(boards)
     cases = [
-        ([str(seven)], r"the model has 7 classes but board digits/Linf \(digits\) has 10"),
-        ([str(wide)], r"takes inputs of shape \(1, 9, 9\) but board digits/Linf has \(1, 8, 8\)"),
+        ([str(seven)], r"the checkpoint has 7 classes but board digits/Linf \(digits\) has 10"),
+        ([str(wide)], r"takes inputs of shape \(1, 9, 9\) but board digits/Linf \(digits\) has \(1, 8, 8\)"),
         ([str(evil)], r"refused: the file holds pickled Python objects"),
         ([str(noisy), "--trust-checkpoint"], r"refused: two forwards of 64 inputs differ"),
         ([str(probs), "--trust-checkpoint"], r"refused: every output row is non-negative and sums to 1"),

@@ -92,11 +92,11 @@ def test_bad_value_names_its_cell(tmp_path):
     # model and dataset arguments are checked by build_config against the factory's arguments
     with pytest.raises(InputError, match=r"^cell 0 \{model_args.widht: 8\}: .*widht"):
         expand_grid({"name": "t", "base": {"dataset": "digits"}, "grid": {"model_args.widht": [8]}})
-    # YAML 1.1 reads 5e-4 as a string: the message says so
+    # YAML 1.1 reads 5e-4 as a string: it is the number 5e-4, on the axis and in the config
     path = tmp_path / "g.yaml"
-    path.write_text("name: t\nbase: {dataset: digits}\ngrid:\n  train.weight_decay: [5e-4]\n")
-    with pytest.raises(InputError, match=r"g.yaml: cell 0 .*YAML read train.weight_decay = '5e-4' as a string"):
-        expand_grid(path)
+    path.write_text("name: t\nbase: {dataset: digits}\ngrid:\n  train.weight_decay: [5e-4, 5.0e-3]\n")
+    (a, b) = expand_grid(path).jobs
+    assert a.axes == {"train.weight_decay": 0.0005} and b.axes == {"train.weight_decay": 0.005}
 
 
 @pytest.mark.parametrize("data,pattern", [

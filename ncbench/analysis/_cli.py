@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .._errors import InputError
 
-DEFAULT_STORE = "ncbench-results/results.sqlite"
+from ..store import DEFAULT_STORE
 
 
 def register(subparsers) -> None:

@@ -44,5 +44,11 @@ class Autocast(nn.Module):
         return out.float()
 
 
+def perturbation_size(d: torch.Tensor, norm: str) -> torch.Tensor:
+    """Per point, the size of perturbations ``d`` (N, ...) in the threat model's norm (Linf or L2)."""
+    d = d.flatten(1)
+    return d.abs().amax(1) if norm == "Linf" else d.norm(dim=1)
+
+
 def to_4d(x: torch.Tensor) -> torch.Tensor:
     return x.reshape(x.shape[0], *image_shape(tuple(x.shape[1:])))

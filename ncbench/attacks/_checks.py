@@ -46,11 +46,10 @@ def check_logits(model: nn.Module, x: torch.Tensor) -> dict:
 
 def check_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict:
     """Input gradient of the margin (true logit minus best other): zero means the attack gets no signal."""
+    from ..features import output_margin
+
     x = x.clone().requires_grad_(True)
-    out = model(x)
-    true = out.gather(1, y[:, None]).squeeze(1)
-    other = out.scatter(1, y[:, None], float("-inf")).amax(1)
-    (grad,) = torch.autograd.grad((true - other).sum(), x)
+    (grad,) = torch.autograd.grad(output_margin(model(x), y).sum(), x)
     zero = int((grad.flatten(1).abs().sum(1) == 0).sum())
     return _result("nonzero_gradients", zero == 0,
                    f"all {x.shape[0]} sampled inputs have a nonzero gradient" if zero == 0 else

@@ -6,12 +6,13 @@ import math
 from dataclasses import asdict, dataclass
 
 from .._budget import canonical_eps, eps_label
+from .._coerce import coerce_dataclass
 from .._errors import InputError
 from .._registry import Registry
+from ..train import PRECISIONS  # one list of numeric precisions for training and attacks
 
 ATTACKS: Registry = Registry("attack")
 NORMS = ("Linf", "L2")
-PRECISIONS = ("fp32", "bf16")
 MARGINS = ("none", "fab")
 
 
@@ -59,7 +60,9 @@ class AttackConfig:
         ATTACKS.get(self.name)  # unknown names fail here, listing the valid ones
         if isinstance(self.eps, (str, int, float)):
             raise InputError(f"eps must be a list of budgets, e.g. [0, 0.01]; got {self.eps!r}")
-        object.__setattr__(self, "eps", tuple(canonical_eps(e) for e in self.eps))
+        # canonical, ascending, each once: the grid is evaluated in that order, and it is what the identity holds
+        object.__setattr__(self, "eps", tuple(sorted({canonical_eps(e) for e in self.eps})))
+        coerce_dataclass(self, "attack")
         if self.norm not in NORMS:
             raise InputError(f"norm must be one of {NORMS}; got {self.norm!r}")
         supported = getattr(ATTACKS.get(self.name), "norms", NORMS)
@@ -112,13 +115,15 @@ class AttackConfig:
 
 
 def register_attack(name: str, *, norms: tuple[str, ...] = NORMS, params: tuple[str, ...] = (),
-                    describe=None):
+                    describe=None, minimal_norm: bool = False):
     """Register ``factory(model, eps, cfg, num_classes, generator, points) -> attack``.
 
     ``points`` holds every input of the evaluation, in order; ``attack(x, y, idx) -> (x_adv, info)`` attacks
     the batch ``x = points[idx]`` (only points still robust are passed). ``params`` names the
     :class:`AttackConfig` fields the attack uses (they, and only they, enter the job identity);
-    ``describe(cfg) -> str`` labels a run (default: the name, norm and those settings)."""
+    ``describe(cfg) -> str`` labels a run (default: the name, norm and those settings). ``minimal_norm``: the
+    attack searches for each point's smallest adversarial example whatever the budget (CW, DeepFool); the
+    robustness curve runs it once and counts a point at each eps where its example is within eps."""
     unknown = sorted(set(params) - {f.name for f in __import__("dataclasses").fields(AttackConfig)})
     if unknown:
         raise ValueError(f"attack {name!r}: unknown AttackConfig field(s) {unknown}")
@@ -131,6 +136,7 @@ def register_attack(name: str, *, norms: tuple[str, ...] = NORMS, params: tuple[
         factory.norms = norms
         factory.params = tuple(params)
         factory.describe = describe or default
+        factory.minimal_norm = minimal_norm
         return ATTACKS.register(name)(factory)
     return decorator
 

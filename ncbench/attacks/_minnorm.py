@@ -10,16 +10,8 @@ from __future__ import annotations
 
 import torch
 
-
-def _margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """true logit minus the largest other logit, per point (> 0: still correct)."""
-    true = logits.gather(1, y[:, None]).squeeze(1)
-    other = logits.scatter(1, y[:, None], float("-inf")).amax(1)
-    return true - other
-
-
-def _l2(d: torch.Tensor) -> torch.Tensor:
-    return d.flatten(1).norm(dim=1)
+from ..features import output_margin
+from ._adapters import perturbation_size
 
 
 def carlini_wagner_l2(model, x: torch.Tensor, y: torch.Tensor, *, steps: int = 100, lr: float = 0.01,
@@ -46,8 +38,8 @@ def carlini_wagner_l2(model, x: torch.Tensor, y: torch.Tensor, *, steps: int = 1
         for _ in range(steps):
             adv = (torch.tanh(w) + 1) / 2
             logits = model(adv)
-            margin = _margin(logits, y)
-            dist = _l2(adv - x)
+            margin = output_margin(logits, y)
+            dist = perturbation_size(adv - x, "L2")
             with torch.no_grad():
                 fooled = margin < 0
                 better = fooled & (dist < best_norm)

@@ -13,6 +13,7 @@ from .._errors import InputError
 from ..features import as_model_input
 from . import _checks as C
 from ._adapters import Autocast
+from ._adapters import perturbation_size as _size
 from ._config import ATTACKS, AttackConfig
 from ._library import min_perturbation_fab
 
@@ -34,11 +35,6 @@ class _InFormat(nn.Module):
         return self.model(as_model_input(self.model, x))
 
 
-def _size(d: torch.Tensor, norm: str) -> torch.Tensor:
-    d = d.flatten(1)
-    return d.abs().amax(1) if norm == "Linf" else d.norm(dim=1)
-
-
 def check_model_output(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
     """Return C; refuse a model whose output is not (N, C) with C > max label."""
     with torch.no_grad():
@@ -49,6 +45,36 @@ def check_model_output(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> in
     if int(y.max()) >= out.shape[1]:
         raise InputError(f"labels go up to {int(y.max())} but the model has {out.shape[1]} outputs")
     return int(out.shape[1])
+
+
+def _smallest_examples(model, x, y, idx, cfg: AttackConfig, num_classes: int, gen) -> tuple:
+    """A minimal-norm attack (CW, DeepFool) run once on the points ``idx``: per point its smallest fooling
+    example and that example's size (inf where none was found). It does not depend on eps, so the curve
+    thresholds these instead of searching again at every budget."""
+    attack = ATTACKS.get(cfg.name)(model, float("inf"), cfg, num_classes, gen, x)
+    adv = x.clone()
+    size = torch.full((x.shape[0],), float("inf"), dtype=torch.float64, device=x.device)
+    for i in range(0, idx.numel(), cfg.batch_size):
+        b = idx[i:i + cfg.batch_size]
+        a, _ = attack(x[b], y[b], b)
+        a = a.detach()
+        fooled = _predict(model, a, cfg.batch_size) != y[b]
+        adv[b] = a
+        size[b[fooled]] = _size(a[fooled] - x[b[fooled]], cfg.norm).double()
+    return adv, size
+
+
+def _thresholded(minimal: tuple, eps: float):
+    """``attack(x, y, idx)`` for one eps: each point's smallest example where it is within eps, else x."""
+    adv_all, size = minimal
+
+    def attack(x, y, idx):
+        within = size[idx] <= eps
+        adv = x.clone()
+        adv[within] = adv_all[idx[within]]
+        return adv, {}
+
+    return attack
 
 
 def robustness_curve(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: AttackConfig, *, seed: int = 0,
@@ -103,13 +129,19 @@ def robustness_curve(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: At
         eps_found = torch.full((n,), float("inf"), dtype=torch.float64, device=device)  # float64: the exact eps
         grid = sorted(set(float(e) for e in cfg.eps))
         curve, claimed = [], []
+        minimal = None  # a minimal-norm attack's smallest examples, found once and thresholded at each eps
         bar = tqdm(grid, desc=f"attack {cfg.name}-{cfg.norm}", unit="eps", disable=not progress, leave=False)
         for eps in bar:
             t0 = time.perf_counter()
             idx = robust.nonzero().flatten()
             row = {"eps": eps, "eps_label": eps_label(eps), "n_attacked": int(idx.numel()) if eps > 0 else 0}
             if eps > 0 and idx.numel():
-                attack = ATTACKS.get(cfg.name)(target, eps, cfg, num_classes, gen, x)
+                if getattr(ATTACKS.get(cfg.name), "minimal_norm", False):
+                    if minimal is None:
+                        minimal = _smallest_examples(target, x, y, idx, cfg, num_classes, gen)
+                    attack = _thresholded(minimal, eps)
+                else:
+                    attack = ATTACKS.get(cfg.name)(target, eps, cfg, num_classes, gen, x)
                 max_size, lo, hi, n_nan, fooled_by = 0.0, 1.0, 0.0, 0, {}
                 for i in range(0, idx.numel(), cfg.batch_size):
                     b = idx[i:i + cfg.batch_size]

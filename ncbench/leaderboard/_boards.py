@@ -21,6 +21,8 @@ from typing import Any, Mapping
 
 from .._budget import canonical_eps, eps_label
 from .._errors import InputError, UnknownNameError
+from ..data import LOCATION_ARGS
+from ..train import PRECISIONS
 
 BOARD_FILE = "board.yaml"
 NORMS = ("Linf", "L2")
@@ -28,10 +30,8 @@ ATTACKS = {"autoattack": ("standard",)}  # the headline attack and the versions 
 CURVE_ATTACKS = ("pgd",)
 POINT_ORDERS = ("first",)
 COLLAPSE_SPLITS = ("train", "test")
-GLOBAL_MEANS = ("classes", "samples")
-PRECISIONS = ("fp32", "bf16")
+GLOBAL_MEANS = ("classes",)  # what ncbench evaluate measures with; "samples" would need its own jobs
 #: Loader arguments that say where files live, not which data: never part of a board.
-LOCATION_ARGS = ("data_dir", "download")
 
 _TOP = {"title": True, "dataset": True, "dataset_args": False, "norm": True, "eps": True, "attack": True,
         "precision": True,
@@ -63,7 +63,7 @@ class Board:
     curve_attack, curve_eps, curve_steps, curve_alpha_factor, curve_random_start, curve_restarts : the
         robustness curve (PGD) over an ascending grid of canonical budgets, on the same points.
     collapse_splits, global_mean : collapse is measured on these splits (``("train", "test")``), centring
-        with the mean of the class means (``"classes"``) or of the samples.
+        with the mean of the class means (``"classes"``, the only centring evaluate records today).
     regenerate : the shell command that rebuilds this board's entries and tables.
     notes : free text shown under the protocol in the README ("" for none).
     """

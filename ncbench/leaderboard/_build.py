@@ -64,19 +64,18 @@ def export_data(store, sweep_name: str, out_dir: Path) -> list[Path]:
 def board_sweep(grid, board, checkpoints: Path, statuses: dict):
     """The board's protocol on one model per configuration of ``grid`` (its first seed), as a Sweep."""
     from ..config import build_config
+    from ..data import TRAINING_SET_ARGS
     from ..identity import compute_job_id
     from ..sweep._grid import Sweep, SweepJob
     from ._submit import board_config
 
     seed_axis = "seed" if "seed" in grid.axes else None
     first_seed = grid.jobs[0].axes.get(seed_axis) if seed_axis else None
-    base = board_config(board).to_dict()
-    keep = {k: base[k] for k in ("dataset", "dataset_args", "attack", "extra_attacks")}
     jobs = []
     for job in grid.jobs:
         if seed_axis and job.axes.get(seed_axis) != first_seed:
             continue
-        job_id = compute_job_id(build_config(job.config))
+        job_id = compute_job_id(build_config(job.config))  # the trained model's job
         if statuses.get(job_id) != "done":
             raise InputError(f"cell {job.cell} {job.axes} of sweep {grid.name} is not done (its job "
                              f"{job_id[:16]} is {statuses.get(job_id) or 'not stored'}); run the sweep first")
@@ -84,10 +83,18 @@ def board_sweep(grid, board, checkpoints: Path, statuses: dict):
         if not path.is_file():
             raise InputError(f"the checkpoint of cell {job.cell} ({path}) is missing; it is written by `ncbench "
                              "sweep` beside the store")
-        config = {**keep, "checkpoint": str(path), "seed": job.config.get("seed", 0)}
+        # the cell's training-set options (n_train, label noise) go along: collapse on "train" is measured on
+        # the data this model trained on; they never touch the test split, so the board's points stay the same
+        cell_cfg = build_config(job.config)
+        cfg = board_config(board, seed=cell_cfg.seed, checkpoint=str(path), training_set=cell_cfg.dataset_args)
+        split = {k: v for k, v in cell_cfg.dataset_args.items() if k not in TRAINING_SET_ARGS}
+        if split != {k: v for k, v in cfg.dataset_args.items() if k not in TRAINING_SET_ARGS}:
+            raise InputError(f"cell {job.cell} {job.axes} trained on {cell_cfg.dataset} {split}, not on board "
+                             f"{board.id}'s split {dict(board.dataset_args)}")
+        full = cfg.to_dict()
+        config = {k: full[k] for k in ("dataset", "dataset_args", "attack", "extra_attacks", "seed", "checkpoint")}
         jobs.append(SweepJob(cell=job.cell, axes=dict(job.axes), config=config))
-    return Sweep(name=f"{grid.name}@{board.id}", axes=grid.axes, jobs=tuple(jobs), base=keep,
-                 n_cells=len(jobs))
+    return Sweep(name=f"{grid.name}@{board.id}", axes=grid.axes, jobs=tuple(jobs), base={}, n_cells=len(jobs))
 
 
 def build(grid_path: str, *, store: str, leaderboards: str = "leaderboards", boards: list[str] | None = None,
@@ -98,7 +105,7 @@ def build(grid_path: str, *, store: str, leaderboards: str = "leaderboards", boa
     from ..store import ResultsStore, load_frame
     from ..sweep import expand_grid, run_sweep
     from ._boards import list_boards, load_board
-    from ._entry import entry_from_records, load_entries, write_entry
+    from ._entry import entry_from_records, write_entry
     from ._render import render_all
 
     grid = expand_grid(grid_path)
@@ -127,15 +134,12 @@ def build(grid_path: str, *, store: str, leaderboards: str = "leaderboards", boa
         if rep.exit_code:
             raise InputError(f"board jobs {bsweep.name} did not finish; rerun the build")
         axes_of = {m["job_id"]: m["axes"] for m in st.jobs(sweep=bsweep.name)}
-        ours = {e["id"] for e in load_entries(board.path) if e["source"] == "sweep"}
         for record in st.records(sweep=bsweep.name):
             axes = axes_of[record["provenance"]["job_id"]]  # this board sweep's cell, whoever computed the job
             arch = record["provenance"]["model"]["arch"]
             name, entry_id = entry_naming(arch, axes, seed_axis)
             entry = entry_from_records(board, record, entry_id=entry_id, name=name, source="sweep")
-            if entry_id in ours:
-                (board.path / f"{entry_id}.json").unlink()  # this build's own entry: rebuilt, not duplicated
-            written.append(write_entry(entry, board.path))
+            written.append(write_entry(entry, board.path, rebuild=True))  # a sweep's own entry: replaced whole
     frame = load_frame(st, sweep=grid.name)
     table = regress(frame, axes=list(frame.attrs["axes"]))
     command = f"ncbench leaderboard build {grid.source or grid_path}"

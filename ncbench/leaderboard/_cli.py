@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..store import DEFAULT_STORE
+
 
 def _leaderboards_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--leaderboards", metavar="DIR", default="leaderboards",
@@ -36,8 +38,8 @@ def register(subparsers) -> argparse._SubParsersAction:
     build.add_argument("grid", metavar="GRID.yaml", help="a sweep grid (configs/sweeps/*.yaml)")
     build.add_argument("--boards", nargs="+", metavar="BOARD", help="boards to fill (default: every board on the "
                                                                     "grid's dataset)")
-    build.add_argument("--store", default="ncbench-results/results.sqlite", metavar="PATH",
-                       help="the results store (default ncbench-results/results.sqlite)")
+    build.add_argument("--store", default=DEFAULT_STORE, metavar="PATH",
+                       help=f"the results store (default {DEFAULT_STORE})")
     build.add_argument("--executor", default="process", choices=("local", "process", "ray", "slurm"))
     build.add_argument("--workers", type=int, help="processes (default: the cores)")
     build.add_argument("--threads-per-job", type=int, help="torch threads per job (default: cores / workers)")
@@ -93,10 +95,11 @@ def register_submit(subparsers) -> None:
     sp.add_argument("--board", required=True, metavar="DATASET/NORM", help="e.g. mnist1d/Linf")
     sp.add_argument("--name", help="the name shown in the tables (default: the file's name)")
     sp.add_argument("--id", dest="entry_id", help="the entry's id (default: made from --name)")
-    sp.add_argument("--claim-clean", type=float, metavar="ACC", help="the clean accuracy you claim, in percent "
-                    "(98.6) or as a fraction; must match ncbench's on the whole test set within 0.1 points")
-    sp.add_argument("--claim-robust", type=float, metavar="ACC", help="the robust accuracy you claim at the board's "
-                    "budget; kept under 'reported' (footnoted if ncbench's attack beats it by more than 1 point)")
+    sp.add_argument("--claim-clean", type=float, metavar="PCT", help="the clean accuracy you claim, in percent "
+                    "(98.6); must match ncbench's on the whole test set within 0.1 points")
+    sp.add_argument("--claim-robust", type=float, metavar="PCT", help="the robust accuracy you claim at the board's "
+                    "budget, in percent; kept under 'reported' (footnoted if ncbench's attack beats it by more than "
+                    "1 point)")
     sp.add_argument("--paper-bib", metavar="FILE", help="one BibTeX entry of the paper (title, authors, venue, year)")
     sp.add_argument("--trust-checkpoint", action="store_true", help="allow a .pt2 archive, which unpickles: only "
                                                                     "for files you made yourself")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .._budget import canonical_eps, eps_label
 from .._errors import InputError
-from .._io import _write_tmp, dumps, write_replace
+from .._io import dumps, write_exclusive, write_replace
 from ._boards import Board, effective_dataset_args, load_board
 from ._schema import SCHEMA_VERSION, validate_entry
 
@@ -26,17 +26,17 @@ def _get(record: dict, dotted: str):
     return obj
 
 
-def _check_attack(board: Board, att: dict, where: str, settings: dict) -> None:
-    """``att`` (one attack of a record) ran with ``settings`` (the board's), in the board's norm, precision
-    and number of points; its own parameters (``params``) that the board fixes agree."""
-    if att["name"] != settings["name"]:
-        raise InputError(f"{where} is attack {att['name']!r}; board {board.id} needs {settings['name']!r} there")
-    for key, what in (("norm", "norm"), ("precision", "precision"), ("n_points", "number of points")):
-        if att[key] != settings[key]:
-            raise InputError(f"{where} ran with {what} {att[key]!r}; board {board.id} fixes {settings[key]!r}")
-    for key, value in att["params"].items():
-        if key in settings and value != settings[key]:
-            raise InputError(f"{where} ran with {key} = {value!r}; board {board.id} fixes {settings[key]!r}")
+def _check_attack(board: Board, identity: dict, where: str, settings: dict) -> None:
+    """The attack that ran (its part of the record's job identity) is exactly the board's: the same attack,
+    norm, budgets, points, precision, check sample and every parameter of its own (AutoAttack's Square queries
+    and batch size, PGD's steps and step size): one comparison, nothing left out."""
+    from ..attacks import AttackConfig
+
+    want = AttackConfig(**settings).identity(identity.get("seed", 0))
+    differ = sorted(k for k in set(want) | set(identity) if want.get(k) != identity.get(k))
+    if differ:
+        shown = "; ".join(f"{k}: {identity.get(k)!r} (board: {want.get(k)!r})" for k in differ)
+        raise InputError(f"{where} did not follow board {board.id}'s protocol: {shown}")
 
 
 def _training(prov: dict) -> dict:
@@ -112,7 +112,7 @@ def entry_from_records(board: Board, record: dict, *, entry_id: str, name: str, 
                              "points differ")
 
     headline = _get(record, "robustness")
-    _check_attack(board, headline, "robustness (the headline attack)", board.headline_attack())
+    _check_attack(board, _get(prov, "identity.attack"), "robustness (the headline attack)", board.headline_attack())
     rows = [r for r in _get(headline, "curve") if canonical_eps(r["eps"]) == board.eps]
     if not rows:
         raise InputError(f"robustness has no result at board {board.id}'s headline eps {board.eps_label} "
@@ -121,7 +121,10 @@ def entry_from_records(board: Board, record: dict, *, entry_id: str, name: str, 
     if not extra:
         raise InputError(f"the record has no extra_robustness; board {board.id} needs its PGD curve there")
     pgd = extra[0]
-    _check_attack(board, pgd, "extra_robustness[0] (the curve)", board.curve_attack_args())
+    extra_ids = _get(prov, "identity.extra_attacks")
+    if len(extra) != 1 or len(extra_ids) != 1:
+        raise InputError(f"the record has {len(extra)} extra attacks; board {board.id}'s protocol has one, its PGD curve")
+    _check_attack(board, extra_ids[0], "extra_robustness[0] (the curve)", board.curve_attack_args())
     grid = [canonical_eps(r["eps"]) for r in pgd["curve"]]
     if grid != list(board.curve_eps):
         raise InputError(f"the record's curve is at eps {[eps_label(e) for e in grid]}; board {board.id}'s grid is "
@@ -199,12 +202,15 @@ def load_entries(board_dir: str | os.PathLike, *, board: Board | None = None) ->
     return out
 
 
-def write_entry(entry: dict, board_dir: str | os.PathLike, *, replace: bool = False) -> Path:
+def write_entry(entry: dict, board_dir: str | os.PathLike, *, replace: bool = False,
+                rebuild: bool = False) -> Path:
     """Validate ``entry`` against the schema and the board in ``board_dir``, then write ``<id>.json`` there.
 
     The file appears whole or not at all (a temporary file, then a link or rename). An existing id is never
     overwritten, except with ``replace=True`` and an existing entry of the same ``weights_sha256`` (the same
-    model re-evaluated); otherwise InputError says which case it is and what to do.
+    model re-evaluated), or with ``rebuild=True`` over an entry that a sweep made (``source: sweep``;
+    ``ncbench leaderboard build`` rebuilding its own entries, whose weights change from machine to machine);
+    otherwise InputError says which case it is and what to do.
     """
     board = load_board(board_dir)
     validate_entry(entry, board=board)
@@ -213,19 +219,18 @@ def write_entry(entry: dict, board_dir: str | os.PathLike, *, replace: bool = Fa
     data = dumps(entry)
     exists = f"entry {entry['id']!r} already exists in board {board.id} ({path})"
     if path.exists():
+        existing = _read_json(path)
+        if rebuild and existing.get("source") == "sweep" and entry["source"] == "sweep":
+            return write_replace(path, data)
         if not replace:
             raise InputError(f"{exists}; choose another id, or pass --replace to re-evaluate the same weights")
-        old = _read_json(path).get("weights_sha256")
+        old = existing.get("weights_sha256")
         if old != entry["weights_sha256"]:
             raise InputError(f"{exists} with other weights (sha256 {str(old)[:12]}..., new "
                              f"{entry['weights_sha256'][:12]}...); --replace only replaces the same weights: choose "
                              "another id")
         return write_replace(path, data)
-    tmp = _write_tmp(folder, data)
     try:
-        os.link(tmp, path)  # fails instead of overwriting an entry written in the meantime
+        return write_exclusive(path, data)  # fails instead of overwriting an entry written in the meantime
     except FileExistsError:
         raise InputError(f"{exists}; choose another id") from None
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from .._errors import CheckpointError, InputError
+from .._errors import InputError
 from ._boards import Board, load_board
 from ._entry import entry_from_records, entry_path, write_entry
 
@@ -31,22 +31,31 @@ def slug(text: str) -> str:
 
 
 def as_fraction(claim: float | None, what: str) -> float | None:
-    """A claimed accuracy given in percent (98.6) or as a fraction (0.986) -> a fraction."""
+    """A claimed accuracy, given in percent as papers write it (98.6, or 0.8 for 0.8 %) -> a fraction."""
     if claim is None:
         return None
     value = float(claim)
     if not 0 <= value <= 100:
-        raise InputError(f"{what} must be a percentage (e.g. 98.6) or a fraction (0.986); got {claim}")
-    return value / 100 if value > 1 else value
+        raise InputError(f"{what} is a percentage in [0, 100] (e.g. 98.6); got {claim}")
+    return value / 100
 
 
-def board_config(board: Board, *, seed: int = 0, data_dir: str | None = None, device: str = "auto"):
+def board_config(board: Board, *, seed: int = 0, data_dir: str | None = None, device: str = "auto",
+                 training_set: dict | None = None, checkpoint: str | None = None, trust: bool = False):
     """The evaluate config of a board's protocol: AutoAttack at the headline budget, the PGD curve as an extra
-    attack, both on the board's points, on the board's dataset split."""
-    from ..config import build_config
+    attack, both on the board's points, on the board's dataset split.
 
-    raw = {"dataset": board.dataset, "dataset_args": dict(board.dataset_args), "seed": seed,
-           "attack": board.headline_attack(), "extra_attacks": [board.curve_attack_args()], "device": device}
+    ``training_set``: the model's training-set options (``n_train``, ``label_noise``, ...; see
+    ``ncbench.data.TRAINING_SET_ARGS``), so that collapse on the train split is measured on the data the model
+    trained on. They never change the test split, so the protocol's points stay the board's.
+    """
+    from ..config import build_config
+    from ..data import TRAINING_SET_ARGS
+
+    extra = {k: v for k, v in (training_set or {}).items() if k in TRAINING_SET_ARGS}
+    raw = {"dataset": board.dataset, "dataset_args": {**board.dataset_args, **extra}, "seed": seed,
+           "attack": board.headline_attack(), "extra_attacks": [board.curve_attack_args()], "device": device,
+           "checkpoint": checkpoint, "trust_checkpoint": trust}
     if data_dir is not None:
         raw["data_dir"] = data_dir
     return build_config(raw)
@@ -57,13 +66,9 @@ def _refuse_unfit(model, board: Board, ds, path: str) -> None:
     from ..attacks import _checks as C
     from ..features import model_device
 
-    spec = model.spec
-    if spec.num_classes != ds.num_classes:
-        raise CheckpointError(f"{path}: the model has {spec.num_classes} classes but board {board.id} "
-                              f"({ds.name}) has {ds.num_classes}")
-    if tuple(spec.input_shape) != ds.input_shape:
-        raise CheckpointError(f"{path}: the model takes inputs of shape {tuple(spec.input_shape)} but board "
-                              f"{board.id} has {ds.input_shape}")
+    from ..evaluate import check_fits
+
+    check_fits(model, ds, path, f"board {board.id} ({ds.name})")
     x = ds.x_test[:64].to(model_device(model))
     model.eval()
     for check in (C.check_deterministic(model, x), C.check_logits(model, x)):
@@ -92,8 +97,13 @@ def submit(checkpoint: str, board_id: str, *, name: str | None = None, entry_id:
     robust_claim = as_fraction(claim_robust, "--claim-robust")
     name = name or Path(checkpoint).stem
     entry_id = slug(entry_id or name)
-    cfg = board_config(board, data_dir=data_dir, device=device)
-    model = load_checkpoint(checkpoint, map_location=resolve_device(cfg.device), trust=trust)
+    model = load_checkpoint(checkpoint, map_location=resolve_device(device), trust=trust)
+    trained_on = (getattr(model, "trained_by", None) or {}).get("dataset") or {}
+    # an ncbench checkpoint says which training set it saw (n_train, label noise): collapse "train" is measured
+    # there; a foreign checkpoint is measured on the dataset's whole train split
+    training_set = trained_on.get("args") if trained_on.get("name") == board.dataset else None
+    cfg = board_config(board, data_dir=data_dir, device=device, training_set=training_set, checkpoint=checkpoint,
+                       trust=trust)
     ds = load_dataset(cfg.dataset, **cfg.loader_args())
     _refuse_unfit(model, board, ds, checkpoint)
     existing = entry_path(board.path, entry_id)
@@ -109,7 +119,7 @@ def submit(checkpoint: str, board_id: str, *, name: str | None = None, entry_id:
     if clean_claim is not None:
         correct = predict(model.eval(), ds.x_test) == ds.y_test.to(model_device(model))
         measured = float(correct.double().mean())
-        if abs(measured - clean_claim) > CLAIM_TOLERANCE:
+        if abs(measured - clean_claim) > CLAIM_TOLERANCE + 1e-9:  # "within 0.1 points" includes 0.1
             raise InputError(f"claimed clean accuracy {100 * clean_claim:.2f}% does not match ncbench's "
                              f"{100 * measured:.2f}% on the {ds.name} test set ({len(ds.y_test)} points); they must "
                              "agree within 0.1 points")
@@ -117,7 +127,7 @@ def submit(checkpoint: str, board_id: str, *, name: str | None = None, entry_id:
     del model
     log(f"running board {board.id}'s protocol: {board.attack} at eps {board.eps_label} and the PGD curve on "
         f"{board.n_points} points ...")
-    record = run_evaluate(cfg, checkpoint=checkpoint, trust=trust, progress=progress)
+    record = run_evaluate(cfg, progress=progress)
     reported = None
     if clean_claim is not None or robust_claim is not None:
         reported = {"clean_accuracy": clean_claim, "robust_accuracy": robust_claim}

@@ -210,6 +210,9 @@ def expand_grid(grid) -> Sweep:
     used = [0] * len(exclude)
     jobs = []
     n_cells = math.prod(len(spec[k]) for k in axes)
+    # YAML 1.1 reads 5e-4 (no dot) as a string: an axis value that is a number in a string is that number,
+    # so that the frame's axis column holds numbers (and the config is coerced the same way)
+    spec = {k: [float(v) if _looks_numeric(v) else v for v in spec[k]] for k in axes}
     for cell, values in enumerate(itertools.product(*(spec[k] for k in axes))):
         cell_axes = dict(zip(axes, values))
         hit = [i for i, entry in enumerate(exclude) if _same(cell_axes, entry)]
@@ -223,12 +226,7 @@ def expand_grid(grid) -> Sweep:
         try:
             build_config(config)
         except (NcbenchError, TypeError, ValueError) as err:
-            hint = ""
-            numeric = [k for k, v in cell_axes.items() if _looks_numeric(v)]
-            if numeric:
-                hint = (f" (YAML read {numeric[0]} = {cell_axes[numeric[0]]!r} as a string: write numbers such as "
-                        "5e-4 as 5.0e-4)")
-            raise InputError(f"{where}cell {cell} {format_axes(cell_axes)}: {err}{hint}") from None
+            raise InputError(f"{where}cell {cell} {format_axes(cell_axes)}: {err}") from None
         jobs.append(SweepJob(cell, cell_axes, config))
     unused = [i for i, n in enumerate(used) if n == 0]
     if unused:

@@ -6,7 +6,7 @@ importable without the driver's state: everything the job needs travels in :clas
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -36,13 +36,13 @@ def run_job(spec: JobSpec) -> dict:
     """
     import torch
 
-    from ..config import EvaluateConfig, build_config
+    from ..config import build_config
     from ..evaluate import evaluate_job
 
     raw = dict(spec.config)
     if spec.threads is not None:
         torch.set_num_threads(int(spec.threads))
-        if "threads" in {f.name for f in fields(EvaluateConfig)} and raw.get("threads") is None:
+        if raw.get("threads") is None:
             raw["threads"] = int(spec.threads)  # recorded as an environment fact; not part of the job id
     cfg = build_config(raw)
     sweep = {"name": spec.sweep, "axes": dict(spec.axes)} if spec.sweep is not None else None
