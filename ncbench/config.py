@@ -43,7 +43,7 @@ DATASET_DEFAULTS: dict[str, dict] = {
     "mnist1d": {
         "model": "cnn1d", "model_args": {},
         "train": {"epochs": 60, "batch_size": 128, "lr": 0.05, "weight_decay": 5e-3},
-        "attack": {"eps": {"Linf": [0.0, 0.005, 0.01, 0.02, 0.04], "L2": [0.0, 0.05, 0.1, 0.2, 0.4]}},
+        "attack": {"eps": {"Linf": [0.0, 0.005, 0.01, 0.02, 0.04], "L2": [0.0, 0.025, 0.05, 0.1, 0.2]}},
     },
     "digits": {
         "model": "mlp", "model_args": {"width": 256, "depth": 3},

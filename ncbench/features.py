@@ -74,8 +74,13 @@ def features_and_logits(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor
     return f, model.fc(f)
 
 
-@torch.no_grad()
-def extract(model: nn.Module, x: torch.Tensor, batch_size: int = 2048) -> tuple[torch.Tensor, torch.Tensor]:
+#: points per forward pass when nothing is trained: on the CPU, 512 measured 1.7x faster than 2048 for the
+#: MNIST-1D CNN's eval passes (cache-sized activations), which training repeats after every epoch
+EVAL_BATCH = 512
+
+
+@torch.inference_mode()
+def extract(model: nn.Module, x: torch.Tensor, batch_size: int = EVAL_BATCH) -> tuple[torch.Tensor, torch.Tensor]:
     """Features (N, D) and logits (N, C) of inputs ``x`` in one batched pass, eval mode, on the model's device.
 
     The mode is restored after.
@@ -94,8 +99,8 @@ def extract(model: nn.Module, x: torch.Tensor, batch_size: int = 2048) -> tuple[
     return torch.cat(feats), torch.cat(logits)
 
 
-@torch.no_grad()
-def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 2048) -> torch.Tensor:
+@torch.inference_mode()
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int = EVAL_BATCH) -> torch.Tensor:
     """argmax of ``model(x)`` in batches, on the model's device, in the model's current mode."""
     dev = model_device(model)
     return torch.cat([model(as_model_input(model, x[i:i + batch_size].to(dev))).argmax(1)

@@ -131,10 +131,11 @@ def lr_at(cfg: TrainConfig, epoch: int) -> float:
     return cfg.lr
 
 
-@torch.no_grad()
-def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 2048) -> float:
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int | None = None) -> float:
     """Fraction of correct argmax predictions, in eval mode (mode restored after)."""
-    from .features import predict
+    from .features import EVAL_BATCH, predict
+
+    batch_size = batch_size or EVAL_BATCH
 
     was = model.training
     model.eval()
