@@ -297,12 +297,21 @@ class ResultsStore:
 
     # ----------------------------------------------------------------------------------------------- writes
 
-    def put_sweep(self, name: str, axes) -> None:
-        """Register (or update) a sweep's axes, in grid order."""
+    def put_sweep(self, name: str, axes, *, job_ids=None) -> None:
+        """Register (or update) a sweep's axes, in grid order.
+
+        ``job_ids``: the jobs of the grid as it is now. Membership of jobs outside it (cells of an edited grid)
+        is dropped, so that ``load_frame(sweep=name)`` is the current grid; the jobs themselves stay in the
+        store, and a grid that brings a cell back reuses its job."""
         axes = [str(a) for a in axes]
         with _transaction(self._write()) as conn:
             conn.execute("INSERT INTO sweeps (name, axes, updated) VALUES (?, ?, ?) ON CONFLICT (name) DO UPDATE "
                          "SET axes = excluded.axes, updated = excluded.updated", (name, json.dumps(axes), _now()))
+            if job_ids is not None:
+                keep = set(job_ids)
+                old = [j for (j,) in conn.execute("SELECT job_id FROM sweep_jobs WHERE sweep = ?", (name,))]
+                conn.executemany("DELETE FROM sweep_jobs WHERE sweep = ? AND job_id = ?",
+                                 [(name, j) for j in old if j not in keep])
 
     def put_record(self, record: dict, *, sweep: str | None = None, axes: dict | None = None,
                    cell: int | None = None) -> bool:

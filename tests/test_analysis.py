@@ -579,3 +579,16 @@ def test_list_valued_axis_is_a_grid_axis():
     cells["g"] = rng.normal(size=len(cells))
     got = granulated_kendall(cells, "g", "g", ["channels", "wd", "lr"])
     assert got["per_axis"] == pytest.approx({"channels": 1.0, "wd": 1.0, "lr": 1.0})
+
+
+def test_default_predictors_take_classifier_metrics_once():
+    """nc2_*_classifier depends on W only: test.* repeats train.*, and would be ranked twice."""
+    import pandas as pd
+
+    from ncbench.analysis._frame import default_predictors
+
+    frame = pd.DataFrame({"a": [1, 2], "train.nc1": [0.1, 0.2], "test.nc1": [0.3, 0.4],
+                          "train.nc2_equinorm_classifier": [0.5, 0.6], "test.nc2_equinorm_classifier": [0.5, 0.6],
+                          "num_parameters": [10, 20]})
+    assert default_predictors(frame, ["a"]) == ["train.nc1", "test.nc1", "train.nc2_equinorm_classifier",
+                                                "num_parameters"]

@@ -555,3 +555,18 @@ def test_sigkill_of_a_real_sweep_loses_and_duplicates_nothing(tmp_path):
                                                                        for w in (5e-4, 5e-3)]
     with __import__("sqlite3").connect(store_path) as conn:
         assert conn.execute("SELECT count(*) FROM jobs").fetchone()[0] == 6
+
+
+def test_an_edited_grid_is_what_its_frame_shows(store):
+    """Dropping a value from a grid drops its cells from the sweep's frame (their jobs stay in the store and
+    come back, without rerunning, if the value does)."""
+    from ncbench.store import load_frame
+
+    job = Counting()
+    run_sweep(grid(seed=[0, 1, 2]), store=store, job_fn=job, progress=False)
+    assert len(load_frame(store, sweep="t")) == 3
+    run_sweep(grid(seed=[0, 1]), store=store, job_fn=job, progress=False)
+    assert sorted(load_frame(store, sweep="t")["seed"]) == [0, 1]
+    assert len(store.statuses()) == 3
+    run_sweep(grid(seed=[0, 1, 2]), store=store, job_fn=job, progress=False)
+    assert len(load_frame(store, sweep="t")) == 3 and job.calls == [0, 1, 2]

@@ -154,3 +154,22 @@ def test_subsampling_and_label_noise_on_a_real_loader(tmp_path):
     assert changed == 6
     with pytest.raises(InputError, match="n_per_class must be in"):
         load_dataset("mnist", data_dir=str(tmp_path), n_per_class=50)
+
+
+def test_evaluate_mnist_end_to_end_with_its_defaults(tmp_path, capsys):
+    """0.1 failed here after loading the data ("cnn1d takes inputs of shape (channels, length)") and would have
+    used MNIST-1D's budgets: MNIST now gets a 2-D CNN (in channels_last) and the literature's eps grid."""
+    import json
+
+    from ncbench.cli import main
+
+    write_mnist_like(tmp_path / "data", "MNIST", np.random.default_rng(5))
+    rc = main(["evaluate", "--dataset", "mnist", "--data-dir", str(tmp_path / "data"), "--epochs", "1", "--steps",
+               "2", "--quiet", "--output", str(tmp_path / "out")])
+    assert rc == 0, capsys.readouterr().err
+    (path,) = (tmp_path / "out").glob("*.json")
+    rec = json.loads(path.read_text())
+    assert rec["provenance"]["model"]["arch"] == "cnn2d"
+    assert rec["robustness"]["eps"] == [0.0, 0.1, 0.2, 0.3]
+    assert rec["provenance"]["environment"]["memory_format"] == "channels_last"
+    assert "data_dir" not in json.dumps(rec["provenance"]["identity"])

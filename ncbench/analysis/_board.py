@@ -157,7 +157,14 @@ def render_board_readme(meta: dict, board: pd.DataFrame) -> str:
         lines += [meta["source_note"].strip(), ""]
     lines += ["Regenerate with:", "", "```", meta["command"], "```", "",
               f"The numbers are in [`{CSV_NAME}`]({CSV_NAME}); this page is rendered from it and "
-              f"[`{META_NAME}`]({META_NAME}).", ""]
+              f"[`{META_NAME}`]({META_NAME}).", "",
+              "How to read it: `train.*` metrics and the baselines are computed from the training data alone, "
+              "like the measures of Jiang et al. and PGDL. `test.*` metrics measure collapse *on held-out data* "
+              "(Papyan et al.'s second question) and use the test labels: they say how collapse on test data goes "
+              "with accuracy, not how well training data predicts it; `test.ncc_accuracy` is itself an accuracy "
+              "on the test set (the nearest-class-centre rule's). Ψ and τ are signed (lower nc1 goes with higher "
+              "accuracy: negative); the PGDL score ignores the sign. Each statistic is described in the "
+              "README (`ncbench regress`); the metrics in docs/metrics.md.", ""]
     head = ["rank", "predictor", "Ψ", *(f"ψ {a}" for a in axes), "τ [95 % CI]", "ρ [95 % CI]", "partial ρ",
             "PGDL", "PGDL (no self)", "MAE", "beats #params (Ψ, MAE)", "beats margin (Ψ, MAE)"]
     order = {t: k for k, t in enumerate(dict.fromkeys(board["target"]))}

@@ -252,9 +252,13 @@ def is_collapse_column(name: str) -> bool:
 
 def default_predictors(frame: pd.DataFrame, axes) -> list[str]:
     """Every ``train.*`` and ``test.*`` collapse column (axes excluded: ``train.weight_decay`` is a recipe
-    setting), then the baselines of :data:`BASELINES`; those with at least one number, in frame order."""
+    setting), then the baselines of :data:`BASELINES`; those with at least one number, in frame order.
+
+    The classifier-only metrics (``nc2_*_classifier``) depend on W alone, so ``test.`` repeats ``train.``'s
+    value: only the ``train.`` one is a predictor."""
     cols = [str(c) for c in frame.columns]
-    out = [c for c in cols if is_collapse_column(c) and c not in axes]
+    out = [c for c in cols if is_collapse_column(c) and c not in axes
+           and not (c.startswith("test.") and c.endswith("_classifier"))]
     out += [c for c in BASELINES if c in cols and c not in axes]
     return [c for c in out if has_values(frame, c)]
 

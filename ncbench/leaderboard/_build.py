@@ -45,8 +45,45 @@ def entry_naming(arch: str, axes: dict, seed_axis: str | None) -> tuple[str, str
     return name + (f", seed {seed}" if seed_axis else ""), slug(ident)
 
 
-def export_data(store, sweep_name: str, out_dir: Path) -> list[Path]:
-    """``results.csv`` and ``records.jsonl.gz`` of a sweep (byte-stable for the same records)."""
+def summary_markdown(frame, sweep_name: str, source: str) -> str:
+    """A sweep's spreads and wall time, and one row per configuration with mean ± std over its seeds."""
+    import numpy as np
+
+    axes = list(frame.attrs.get("axes") or [])
+    config_axes = [a for a in axes if a != "seed"]
+    robust = [c for c in frame.columns if c.startswith("robust_accuracy@")]
+    cols = ["test_accuracy", *robust, "train.nc1", "test.nc1"]
+    n = len(frame)
+    zero = int(frame["terminal_phase_epoch"].notna().sum())
+    wall = frame["wall_time_s"].astype(float)
+    lines = [f"# Sweep `{sweep_name}`: the data", "",
+             f"{n} models from [`{source}`](../../../{source}), exported by `ncbench leaderboard build {source}`: "
+             "`results.csv` (one row per model, the `ncbench.store.load_frame` table) and `records.jsonl.gz` (every "
+             "record, one JSON per line).", "",
+             f"- Zero training error reached: {zero} of {n} models.",
+             f"- Test accuracy: {frame['test_accuracy'].min():.3f} to {frame['test_accuracy'].max():.3f}."]
+    for c in robust:
+        lines.append(f"- {c}: {frame[c].min():.3f} to {frame[c].max():.3f}.")
+    lines += [f"- Compute: {wall.sum() / 60:.1f} min of job time in all (median {np.median(wall):.1f} s a job; "
+              "each record says its machine and thread count).", "",
+              "Per configuration, mean ± std over its seeds (std with Bessel's correction; one seed: std 0):", ""]
+    head = [*config_axes, "seeds", *cols]
+    lines += ["| " + " | ".join(f"`{h}`" if h in cols else h for h in head) + " |",
+              "|" + "|".join("---" for _ in head) + "|"]
+    groups = frame.groupby(config_axes, sort=True, dropna=False) if config_axes else [((), frame)]
+    for key, g in groups:
+        key = key if isinstance(key, tuple) else (key,)
+        cells = [f"{v:g}" if isinstance(v, float) else str(v) for v in key] + [str(len(g))]
+        for c in cols:
+            std = float(g[c].std(ddof=1)) if len(g) > 1 else 0.0
+            cells.append(f"{float(g[c].mean()):.3f} ± {std:.3f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def export_data(store, sweep_name: str, out_dir: Path, *, source: str = "") -> list[Path]:
+    """``results.csv``, ``records.jsonl.gz`` and a ``README.md`` summary of a sweep (byte-stable for the same
+    records)."""
     from .._io import write_replace
     from ..store import ResultsStore, load_frame
 
@@ -58,7 +95,8 @@ def export_data(store, sweep_name: str, out_dir: Path) -> list[Path]:
     buf = io.BytesIO()
     with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0, filename="") as f:
         f.write(raw)
-    return [write_replace(out_dir / "results.csv", csv), write_replace(out_dir / "records.jsonl.gz", buf.getvalue())]
+    return [write_replace(out_dir / "results.csv", csv), write_replace(out_dir / "records.jsonl.gz", buf.getvalue()),
+            write_replace(out_dir / "README.md", summary_markdown(frame, sweep_name, source).encode())]
 
 
 def board_sweep(grid, board, checkpoints: Path, statuses: dict):
@@ -123,7 +161,7 @@ def build(grid_path: str, *, store: str, leaderboards: str = "leaderboards", boa
         raise InputError(f"sweep {grid.name} did not finish ({report.exit_code}): see `ncbench results list "
                          f"--sweep {grid.name}`; rerun (with --retry-failed for failed jobs)")
     lb = Path(leaderboards)
-    written = export_data(store, grid.name, lb / DATA / grid.name)
+    written = export_data(store, grid.name, lb / DATA / grid.name, source=str(grid.source or grid_path))
     st = ResultsStore(store)
     seed_axis = "seed" if "seed" in grid.axes else None
     for board_id in board_ids:

@@ -319,7 +319,7 @@ def _run(sweep, st, executor, workers, dry_run, retry_failed, threads, progress,
             report.estimate_s, report.estimate_method = est.seconds, est.method
         report.wall_time_s = time.monotonic() - t0
         return report
-    st.put_sweep(sweep.name, sweep.axes)
+    st.put_sweep(sweep.name, sweep.axes, job_ids=[job_id for _, _, job_id in planned])
     for job, job_id in to_link:
         st.link(job_id, sweep=sweep.name, axes=job.axes, cell=job.cell)
     meta = {job_id: (cfg.dataset, cfg.model) for _, cfg, job_id in planned}
