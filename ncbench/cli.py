@@ -182,13 +182,17 @@ def cmd_train(args) -> int:
     out = Path(args.out or Path(cfg.output) / "checkpoints" / f"{cfg.dataset}-{cfg.model}-s{cfg.seed}.safetensors")
     if out.exists() and not args.force:
         raise NcbenchError(f"{out} exists; choose another --out or pass --force to overwrite it")
+    from .features import model_device, predict
+
     ds, model, trained, _device, _ = prepare(cfg, progress=not args.quiet)
     path = save_checkpoint(model, out, training=training_metadata(cfg, compute_job_id(cfg)))
     acc = trained.history[-1]["train_accuracy"]
+    test_acc = float((predict(model.eval(), ds.x_test) == ds.y_test.to(model_device(model))).double().mean())
     tpt = trained.terminal_phase_epoch
     phase = (f"train error 0 from epoch {tpt}" if tpt is not None else
              "train error never reached 0: not in the terminal phase; train longer (--epochs)")
-    print(f"saved {path} ({cfg.model} on {cfg.dataset}, {cfg.train.epochs} epochs, train accuracy {acc:.4f}, {phase})")
+    print(f"saved {path} ({cfg.model} on {cfg.dataset}, {cfg.train.epochs} epochs, train accuracy {acc:.4f}, "
+          f"test accuracy {100 * test_acc:.2f}%, {phase})")
     return 0
 
 

@@ -498,7 +498,7 @@ def test_measures_board_files_and_identical_rerender(one_seed_table, tmp_path):
         assert np.all(np.diff(psi[~np.isnan(psi)]) <= 0)
     readme = first["README.md"].decode()
     assert "# Measures board: grid" in readme and meta["command"] in readme and "Hand-made frame." in readme
-    assert "Best collapse metric for `test_accuracy`: `train.nc1`, Ψ = -1.000" in readme
+    assert "Best collapse metric from the training data for `test_accuracy`: `train.nc1`, Ψ = -1.000" in readme
 
 
 def test_board_bad_input(one_seed_table, tmp_path):
@@ -592,3 +592,21 @@ def test_default_predictors_take_classifier_metrics_once():
                           "num_parameters": [10, 20]})
     assert default_predictors(frame, ["a"]) == ["train.nc1", "test.nc1", "train.nc2_equinorm_classifier",
                                                 "num_parameters"]
+
+
+def test_board_verdict_leads_with_training_data_and_names_a_stronger_baseline():
+    """A held-out metric (it uses the test labels) never stands as 'the' predictor, and a baseline that ranks
+    above every training-data metric is said to."""
+    from ncbench.analysis._board import _verdict
+
+    def row(pred, role, psi):
+        return {"predictor": pred, "role": role, "psi": psi, "tau": psi, "tau_lo": psi - 0.1, "tau_hi": psi + 0.1,
+                "pgdl": 10.0, "direction": "d", "beats_num_parameters_psi": False, "beats_num_parameters_mae": False,
+                "beats_train_margin_p10_psi": False, "beats_train_margin_p10_mae": False}
+
+    rows = pd.DataFrame([row("test.ncc_accuracy", "collapse", 0.99), row("final_train_loss", "baseline", -0.5),
+                         row("train.cdnv", "collapse", -0.4)])
+    text = _verdict("test_accuracy", rows)
+    assert text.startswith("Best collapse metric from the training data for `test_accuracy`: `train.cdnv`")
+    assert "Best on held-out data (uses the test labels) for `test_accuracy`: `test.ncc_accuracy`" in text
+    assert "A baseline ranks above every training-data collapse metric: `final_train_loss`, Ψ = -0.500" in text

@@ -120,12 +120,7 @@ def _is_yes(v) -> bool:
     return yes_no(v) == "yes"
 
 
-def _verdict(target: str, rows: pd.DataFrame) -> str:
-    """One paragraph: the best collapse metric by |Psi| and whether it, or any collapse metric, beats both baselines."""
-    collapse = rows[(rows["role"] == "collapse") & rows["psi"].notna()]
-    if collapse.empty:
-        return f"No collapse metric has a defined Ψ for `{target}`."
-    best = collapse.iloc[0]
+def _best_sentence(label: str, target: str, best) -> str:
     parts = []
     for b in COMPARED:
         by_psi, by_mae = best[beats_column(b, "psi")], best[beats_column(b, "mae")]
@@ -134,10 +129,32 @@ def _verdict(target: str, rows: pd.DataFrame) -> str:
         else:
             parts.append(f"{'beats' if _is_yes(by_psi) else 'does not beat'} {_BASELINE_WORDS[b]} by |Ψ| and "
                          f"{'beats' if _is_yes(by_mae) else 'does not beat'} it by MAE")
-    text = (f"Best collapse metric for `{target}`: `{best['predictor']}`, Ψ = {fmt(best['psi'])}, "
+    return (f"{label} for `{target}`: `{best['predictor']}`, Ψ = {fmt(best['psi'])}, "
             f"τ = {fmt_ci(best['tau'], best['tau_lo'], best['tau_hi'])}, PGDL {fmt(best['pgdl'], '.1f')} "
             f"({best['direction']}); it " + "; it ".join(parts) + ".")
-    if all(yes_no(best[beats_column(b, "psi")]) != "n/a" for b in COMPARED):
+
+
+def _verdict(target: str, rows: pd.DataFrame) -> str:
+    """The best collapse metric by |Psi| from the training data alone (``train.*``: the honest predictor, as in
+    Jiang et al. and PGDL), then the best on held-out data (``test.*``, which uses the test labels), whether
+    they beat both baselines, and the best baseline when one ranks above every training-data metric."""
+    collapse = rows[(rows["role"] == "collapse") & rows["psi"].notna()]
+    if collapse.empty:
+        return f"No collapse metric has a defined Ψ for `{target}`."
+    train = collapse[collapse["predictor"].str.startswith("train.")]
+    held_out = collapse[collapse["predictor"].str.startswith("test.")]
+    sentences = []
+    if not train.empty:
+        sentences.append(_best_sentence("Best collapse metric from the training data", target, train.iloc[0]))
+    if not held_out.empty:
+        sentences.append(_best_sentence("Best on held-out data (uses the test labels)", target, held_out.iloc[0]))
+    baselines = rows[(rows["role"] == "baseline") & rows["psi"].notna()]
+    if not train.empty and not baselines.empty and abs(baselines.iloc[0]["psi"]) > abs(train.iloc[0]["psi"]):
+        top = baselines.iloc[0]
+        sentences.append(f"A baseline ranks above every training-data collapse metric: `{top['predictor']}`, "
+                         f"Ψ = {fmt(top['psi'])}.")
+    text = " ".join(sentences)
+    if all(yes_no(collapse.iloc[0][beats_column(b, "psi")]) != "n/a" for b in COMPARED):
         winners = [f"`{r['predictor']}`" for _, r in collapse.iterrows()
                    if all(_is_yes(r[beats_column(b, "psi")]) for b in COMPARED)]
         text += (f" Collapse metrics that beat both baselines by |Ψ|: {', '.join(winners)}." if winners else

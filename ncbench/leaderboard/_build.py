@@ -51,13 +51,14 @@ def summary_markdown(frame, sweep_name: str, source: str) -> str:
 
     axes = list(frame.attrs.get("axes") or [])
     config_axes = [a for a in axes if a != "seed"]
-    robust = [c for c in frame.columns if c.startswith("robust_accuracy@")]
+    robust = [c for c in frame.columns if "_accuracy@" in c]  # the main attack's and the extra attacks' budgets
     cols = ["test_accuracy", *robust, "train.nc1", "test.nc1"]
     n = len(frame)
     zero = int(frame["terminal_phase_epoch"].notna().sum())
     wall = frame["wall_time_s"].astype(float)
+    link = f"[`{source}`](../../../{source})" if source and not Path(source).is_absolute() else f"`{source}`"
     lines = [f"# Sweep `{sweep_name}`: the data", "",
-             f"{n} models from [`{source}`](../../../{source}), exported by `ncbench leaderboard build {source}`: "
+             f"{n} models from {link}, exported by `ncbench leaderboard build {source}`: "
              "`results.csv` (one row per model, the `ncbench.store.load_frame` table) and `records.jsonl.gz` (every "
              "record, one JSON per line).", "",
              f"- Zero training error reached: {zero} of {n} models.",
@@ -89,7 +90,7 @@ def export_data(store, sweep_name: str, out_dir: Path, *, source: str = "") -> l
 
     st = store if isinstance(store, ResultsStore) else ResultsStore(store)
     frame = load_frame(st, sweep=sweep_name)
-    csv = frame.to_csv(index=False, float_format="%.17g", lineterminator="\n").encode()
+    csv = frame.to_csv(index=False, lineterminator="\n").encode()  # shortest round-trip floats
     records = sorted(st.records(sweep=sweep_name), key=lambda r: r["provenance"]["job_id"])
     raw = "".join(json.dumps(r, sort_keys=True, separators=(",", ":")) + "\n" for r in records).encode()
     buf = io.BytesIO()
