@@ -24,18 +24,22 @@ def _write_tmp(folder: Path, data: bytes) -> Path:
     return Path(tmp)
 
 
-def write_exclusive(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` whole or not at all, only if ``path`` does not exist (FileExistsError
-    otherwise, also when another writer got there first): a temporary file, then a hard link that fails
-    instead of overwriting."""
+def _publish(path: str | os.PathLike, data: bytes, place) -> Path:
+    """A temporary file in ``path``'s folder, then ``place(tmp, path)`` (a link or a rename): whole or nothing."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _write_tmp(path.parent, data)
     try:
-        os.link(tmp, path)
+        place(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def write_exclusive(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` whole or not at all, only if ``path`` does not exist (FileExistsError
+    otherwise, also when another writer got there first): a hard link fails instead of overwriting."""
+    return _publish(path, data, os.link)
 
 
 def write_new(folder: str | os.PathLike, stem: str, data: bytes, suffix: str = ".json") -> Path:
@@ -61,16 +65,8 @@ def write_new(folder: str | os.PathLike, stem: str, data: bytes, suffix: str = "
 
 
 def write_replace(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` whole or not at all, replacing what is there: a temporary file in the same
-    folder, then an atomic rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _write_tmp(path.parent, data)
-    try:
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    """Write ``data`` to ``path`` whole or not at all, replacing what is there (an atomic rename)."""
+    return _publish(path, data, os.replace)
 
 
 def dumps(obj) -> bytes:
