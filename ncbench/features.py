@@ -24,13 +24,10 @@ from ._errors import InputError
 def memory_format_for(model: nn.Module) -> torch.memory_format:
     """channels_last for a model with 2-D convolutions, else contiguous."""
     cached = getattr(model, "_ncbench_memory_format", None)
-    if cached is None:
+    if cached is None:  # decided once per model: predict() asks for every batch
         cached = (torch.channels_last if any(isinstance(m, nn.Conv2d) for m in model.modules())
                   else torch.contiguous_format)
-        try:
-            object.__setattr__(model, "_ncbench_memory_format", cached)
-        except AttributeError:  # a module that refuses attributes: decide again next time
-            pass
+        model._ncbench_memory_format = cached
     return cached
 
 

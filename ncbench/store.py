@@ -474,11 +474,11 @@ def _attack_key(att: dict) -> str:
     return f"{str(att.get('name', 'attack')).lower()}_{att.get('norm', '')}".rstrip("_")
 
 
-def _row(record: dict, sweep: str | None, axes: dict, main_prefix: str = "robust") -> tuple[dict, list[str], list[str]]:
+def _row(record: dict, sweep: str | None, axes: dict, by_attack: bool = False) -> tuple[dict, list[str], list[str]]:
     """One frame row from a record; also the budget and extra-attack column names it produced, in order.
 
-    ``main_prefix``: the main attack's columns are ``robust_accuracy@<eps>``; when the frame's rows ran
-    different main attacks (a sweep over ``attack.norm``), each is named by its attack instead
+    The main attack's columns are ``robust_accuracy@<eps>``; ``by_attack`` (set when the frame's rows ran
+    different main attacks, e.g. a sweep over ``attack.norm``) names them by their attack instead
     (``<name>_<norm>_accuracy@<eps>``), so one column never mixes two threat models."""
     prov = record.get("provenance") or {}
     acc = record.get("accuracy") or {}
@@ -505,7 +505,7 @@ def _row(record: dict, sweep: str | None, axes: dict, main_prefix: str = "robust
     reliable = bool(main.get("reliable", False)) if main else False
     if main:
         row["attack"] = main.get("label") or main.get("name")
-        prefix = main_prefix if main_prefix == "robust" else _attack_key(main)
+        prefix = _attack_key(main) if by_attack else "robust"
         for point in main.get("curve") or []:
             if _num(point.get("eps")) > 0:
                 col = f"{prefix}_accuracy@{eps_label(point['eps'])}"
@@ -606,9 +606,9 @@ def load_frame(store, sweep: str | None = None):
             st.close()
     rows, budgets, extras, metrics = [], {}, {}, {}
     mains = {_attack_key(r["robustness"]) for r in records if r.get("robustness")}
-    prefix = "robust" if len(mains) <= 1 else "by-attack"
+    by_attack = len(mains) > 1
     for record, (name, axes) in zip(records, members):
-        row, b, e = _row(record, name, axes, prefix)
+        row, b, e = _row(record, name, axes, by_attack)
         rows.append(row)
         budgets.update(dict.fromkeys(b))
         extras.update(dict.fromkeys(e))

@@ -11,16 +11,12 @@ from torch import nn
 from .._budget import eps_label
 from .._errors import InputError
 from ..features import as_model_input
+from ..features import predict as _predict
 from . import _checks as C
 from ._adapters import Autocast
 from ._adapters import perturbation_size as _size
 from ._config import ATTACKS, AttackConfig
 from ._library import min_perturbation_fab
-
-
-@torch.no_grad()
-def _predict(model, x, batch_size):
-    return torch.cat([model(x[i:i + batch_size]).argmax(1) for i in range(0, x.shape[0], batch_size)])
 
 
 class _InFormat(nn.Module):
