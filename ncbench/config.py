@@ -224,6 +224,10 @@ def build_config(raw: dict | None = None, **overrides) -> EvaluateConfig:
     specific_defaults = {k: v for k, v in _with_defaults("dataset", dataset, loader, specific).items()
                          if k not in LOCATION_ARGS and k not in generic_names}
     dataset_args = {**_keyword_defaults(load_dataset), **specific_defaults, **generic}
+    if dataset_args.get("val_size") is not None:
+        from .data import canonical_val_size
+
+        dataset_args["val_size"] = canonical_val_size(dataset_args["val_size"])
     factory = None if ":" in cfg.model else MODELS.get(cfg.model)
     return replace(cfg, dataset_args=dataset_args,
                    model_args=_with_defaults("model", cfg.model, factory, cfg.model_args))

@@ -12,7 +12,7 @@ attacks and collapse measurement see the same function.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -23,8 +23,9 @@ from ._registry import Registry
 DATASETS: Registry = Registry("dataset")
 #: loader arguments that say where files live and whether torchvision may fetch them: never which data
 LOCATION_ARGS = ("data_dir", "download")
-#: options of every dataset that change only the *training* set (the test split is never touched)
-TRAINING_SET_ARGS = ("n_per_class", "n_train", "label_noise", "subset_seed")
+#: options of every dataset that change only the *training* set (the test split is never touched): the
+#: validation split is carved out of the training data too
+TRAINING_SET_ARGS = ("n_per_class", "n_train", "label_noise", "subset_seed", "val_size", "split_seed")
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,10 @@ class Dataset:
     x_* : float32 (N, channels, *spatial), values in [0, 1].  y_* : int64 (N,) in 0..C-1.
     mean, std : per-channel normalisation the model should apply, computed on the scaled train inputs.
     info : how the data was made (generator arguments, split seed), recorded in provenance.
+    x_val, y_val : the validation split carved out of the training data (``val_size``), or None. The model
+        never trains on it; its labels are clean (label noise touches the training part only).
+    train_index, val_index : int64 positions of the training and validation samples in the loader's own
+        training split (None when the training split is used whole and in order).
     """
 
     name: str
@@ -45,15 +50,24 @@ class Dataset:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     info: dict = field(default_factory=dict)
+    x_val: torch.Tensor | None = None
+    y_val: torch.Tensor | None = None
+    train_index: torch.Tensor | None = None
+    val_index: torch.Tensor | None = None
 
     @property
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.x_train.shape[1:])
 
+    @property
+    def n_val(self) -> int:
+        return 0 if self.x_val is None else int(self.x_val.shape[0])
+
     def describe(self) -> dict:
         return {
-            "name": self.name, "n_train": int(self.x_train.shape[0]), "n_test": int(self.x_test.shape[0]),
-            "num_classes": self.num_classes, "input_shape": list(self.input_shape), **self.info,
+            "name": self.name, "n_train": int(self.x_train.shape[0]), "n_val": self.n_val,
+            "n_test": int(self.x_test.shape[0]), "num_classes": self.num_classes,
+            "input_shape": list(self.input_shape), **self.info,
         }
 
 
@@ -66,14 +80,18 @@ def list_datasets(pattern: str = "*") -> list[str]:
 
 
 def load_dataset(name: str, *, n_per_class: int | None = None, n_train: int | None = None,
-                 label_noise: float = 0.0, subset_seed: int = 0, **kwargs) -> Dataset:
+                 label_noise: float = 0.0, subset_seed: int = 0, val_size: float | None = None,
+                 split_seed: int = 0, **kwargs) -> Dataset:
     """Load dataset ``name`` (see :func:`list_datasets`); other keyword options depend on the dataset.
 
-    Options for every dataset, applied to the train split in this order (seeded by ``subset_seed``):
+    Options for every dataset, applied to the train split in this order. First ``val_size`` (a fraction in
+    (0, 1), or a count >= 1) carves a stratified validation split out of the loader's training data (seeded
+    by ``split_seed``, with scikit-learn's ``train_test_split``): the model never trains on it, and it is the
+    same set of samples whatever the options below. Then, on the rest (seeded by ``subset_seed``):
     ``n_per_class`` keeps a balanced random subset of n training samples per class (as the papers did);
     ``n_train`` keeps a random subset of that many training samples; ``label_noise`` replaces the label of that
-    fraction of training samples by a different class drawn uniformly (the record counts them). The test split
-    is never changed.
+    fraction of training samples by a different class drawn uniformly (the record counts them; validation
+    labels stay clean). The test split is never changed.
 
     A process keeps the last two loaded datasets (generating MNIST-1D takes about a second; a sweep worker runs
     many jobs on one dataset). The returned tensors are shared between callers: treat them as read-only.
@@ -86,6 +104,8 @@ def load_dataset(name: str, *, n_per_class: int | None = None, n_train: int | No
         ds = _load(name, kwargs)
     else:
         ds = _load_cached(name, key)
+    if val_size is not None:
+        ds = carve_validation(ds, val_size, seed=split_seed)
     if n_per_class is None and n_train is None and not label_noise:
         return ds
     return subsample(ds, n_per_class=n_per_class, n_train=n_train, label_noise=label_noise, seed=subset_seed)
@@ -106,10 +126,50 @@ def _load_cached(name: str, key: tuple) -> Dataset:
     return _load(name, dict(key))
 
 
+def canonical_val_size(val_size) -> float | int:
+    """``val_size`` as a fraction in (0, 1) (float) or a count >= 1 (int); 1000 and 1000.0 are one count."""
+    if isinstance(val_size, bool) or not isinstance(val_size, (int, float)):
+        raise InputError(f"dataset_args.val_size must be a fraction in (0, 1) or a count >= 1; got {val_size!r}")
+    if 0 < val_size < 1:
+        return float(val_size)
+    if val_size >= 1 and float(val_size).is_integer():
+        return int(val_size)
+    raise InputError(f"dataset_args.val_size must be a fraction in (0, 1) or a whole count >= 1; got {val_size!r}")
+
+
+def carve_validation(ds: Dataset, val_size, *, seed: int = 0) -> Dataset:
+    """Split ``ds``'s training data into a training and a stratified validation part (see :func:`load_dataset`).
+
+    The normalisation (``mean``, ``std``) is recomputed on the training part. ``train_index`` and ``val_index``
+    say where each sample sat in ``ds``'s training split."""
+    from sklearn.model_selection import train_test_split
+
+    size = canonical_val_size(val_size)
+    n = int(ds.x_train.shape[0])
+    y = ds.y_train.numpy()
+    counts = np.bincount(y, minlength=ds.num_classes)
+    n_val = size if isinstance(size, int) else int(np.ceil(size * n))
+    if n_val < ds.num_classes or n - n_val < ds.num_classes:
+        raise InputError(f"dataset_args.val_size = {val_size!r} leaves {n_val} validation and {n - n_val} training "
+                         f"samples of {n}; each part needs at least one sample of each of the {ds.num_classes} "
+                         "classes")
+    if int(counts.min()) < 2:
+        raise InputError(f"dataset_args.val_size: class {int(counts.argmin())} of {ds.name!r} has "
+                         f"{int(counts.min())} training sample(s); a stratified split needs 2 of each class")
+    tr_idx, val_idx = train_test_split(np.arange(n), test_size=size, random_state=int(seed), stratify=y)
+    tr_idx, val_idx = torch.from_numpy(np.sort(tr_idx)), torch.from_numpy(np.sort(val_idx))
+    x, yt = ds.x_train[tr_idx], ds.y_train[tr_idx]
+    mean, std = channel_stats(x)
+    info = {**ds.info, "val_size": size, "val_split_seed": int(seed), "n_val": int(val_idx.numel())}
+    return replace(ds, x_train=x, y_train=yt, mean=mean, std=std, info=info, x_val=ds.x_train[val_idx],
+                   y_val=ds.y_train[val_idx], train_index=tr_idx, val_index=val_idx)
+
+
 def subsample(ds: Dataset, *, n_per_class=None, n_train=None, label_noise=0.0, seed=0) -> Dataset:
     """Balanced subsampling, train-set size and label noise on the train split (see :func:`load_dataset`)."""
     g = torch.Generator().manual_seed(int(seed))
     x, y = ds.x_train, ds.y_train
+    index = ds.train_index if ds.train_index is not None else torch.arange(x.shape[0])
     info = dict(ds.info)
     if n_per_class is not None:
         counts = torch.bincount(y, minlength=ds.num_classes)
@@ -118,13 +178,13 @@ def subsample(ds: Dataset, *, n_per_class=None, n_train=None, label_noise=0.0, s
                              f"{int(counts.min())} training samples); got {n_per_class}")
         keep = torch.cat([(y == c).nonzero().flatten()[torch.randperm(int(counts[c]), generator=g)[:n_per_class]]
                           for c in range(ds.num_classes)]).sort().values
-        x, y = x[keep], y[keep]
+        x, y, index = x[keep], y[keep], index[keep]
         info["n_per_class"] = int(n_per_class)
     if n_train is not None:
         if not 1 <= n_train <= x.shape[0]:
             raise InputError(f"n_train must be in 1..{x.shape[0]}; got {n_train}")
         keep = torch.randperm(x.shape[0], generator=g)[:n_train].sort().values
-        x, y = x[keep], y[keep]
+        x, y, index = x[keep], y[keep], index[keep]
         info["n_train_subset"] = int(n_train)
     if label_noise:
         if not 0.0 <= label_noise <= 1.0:
@@ -141,7 +201,7 @@ def subsample(ds: Dataset, *, n_per_class=None, n_train=None, label_noise=0.0, s
         raise InputError(f"after subsampling, class(es) {missing[:10]} have no training sample; keep more data")
     info["subset_seed"] = int(seed)
     mean, std = channel_stats(x)
-    return Dataset(ds.name, x, y, ds.x_test, ds.y_test, ds.num_classes, mean, std, info)
+    return replace(ds, x_train=x, y_train=y, mean=mean, std=std, info=info, train_index=index)
 
 
 def channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:

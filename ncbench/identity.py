@@ -20,7 +20,9 @@ import json
 from . import __version__
 
 #: the generic dataset options and their no-op values: left out of the identity when they are not used
-_NO_OP = {"n_per_class": None, "n_train": None, "label_noise": 0.0}
+_NO_OP = {"n_per_class": None, "n_train": None, "label_noise": 0.0, "val_size": None}
+#: each seed of a generic option, and the options it seeds: in the identity only when one of them is used
+_SEEDS = {"subset_seed": ("n_per_class", "n_train", "label_noise"), "split_seed": ("val_size",)}
 
 
 def canonical_json(obj) -> str:
@@ -40,13 +42,15 @@ def version_key() -> str:
 
 def dataset_identity(cfg) -> dict:
     """The dataset's name and effective arguments: generic options only when they do something, the
-    subsampling seed only when something is subsampled; never where the files live."""
+    subsampling seed only when something is subsampled, the validation split's seed only when there is one;
+    never where the files live."""
     args = dict(cfg.dataset_args)
     for key, no_op in _NO_OP.items():
         if args.get(key, no_op) == no_op:
             args.pop(key, None)
-    if not any(k in args for k in _NO_OP):
-        args.pop("subset_seed", None)
+    for seed, options in _SEEDS.items():
+        if not any(k in args for k in options):
+            args.pop(seed, None)
     return {"name": cfg.dataset, "args": args}
 
 
