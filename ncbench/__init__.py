@@ -1,3 +1,3 @@
 """ncbench: does neural collapse on train and held-out data predict test accuracy and robustness?"""
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
