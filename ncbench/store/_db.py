@@ -1,0 +1,148 @@
+"""The store file's SQLite layout, opening a connection, and the one-transaction-per-write rule.
+
+Tables (``user_version`` is :data:`STORE_VERSION`; a newer file is refused, not misread):
+
+``jobs``
+    one row per ``job_id`` (unique): the record as JSON, and indexed columns ``sweep`` (the sweep that
+    computed it), ``dataset``, ``model``, ``status`` (``'done'`` or ``'failed'``), ``created``, ``error``,
+    ``wall_time_s``. A failed job keeps its config and error message instead of a record.
+``sweep_jobs``
+    which jobs belong to which sweep, with the job's grid cell (``axes``: dotted key -> value). A job
+    belongs to every sweep that asked for it: a job one sweep computed is reused, not recomputed, by another.
+``sweeps``
+    each sweep's axes in grid order (what :func:`ncbench.store.load_frame` names its axis columns after).
+
+Every write is one transaction (``BEGIN IMMEDIATE`` ... ``COMMIT``) with a busy timeout, so several
+processes may write at once and none loses a row; a process killed mid-write leaves the last committed state.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .._errors import InputError
+
+DEFAULT_STORE = "ncbench-results/results.sqlite"
+#: the store's own layout version (``PRAGMA user_version``): a newer file is refused, not misread
+STORE_VERSION = 1
+STATUSES = ("done", "failed")
+#: seconds a writer waits for another writer's transaction before giving up (SQLite ``busy_timeout``)
+BUSY_TIMEOUT_S = 120.0
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    job_id      TEXT PRIMARY KEY NOT NULL,
+    sweep       TEXT,
+    dataset     TEXT,
+    model       TEXT,
+    status      TEXT NOT NULL CHECK (status IN ('done', 'failed')),
+    created     TEXT NOT NULL,
+    error       TEXT,
+    wall_time_s REAL,
+    config      TEXT,
+    record      TEXT
+);
+CREATE INDEX IF NOT EXISTS jobs_sweep ON jobs (sweep);
+CREATE INDEX IF NOT EXISTS jobs_dataset ON jobs (dataset);
+CREATE INDEX IF NOT EXISTS jobs_model ON jobs (model);
+CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status);
+CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created);
+CREATE TABLE IF NOT EXISTS sweep_jobs (
+    sweep  TEXT NOT NULL,
+    job_id TEXT NOT NULL,
+    axes   TEXT NOT NULL,
+    cell   INTEGER,
+    PRIMARY KEY (sweep, job_id)
+);
+CREATE INDEX IF NOT EXISTS sweep_jobs_job ON sweep_jobs (job_id);
+CREATE TABLE IF NOT EXISTS sweeps (
+    name    TEXT PRIMARY KEY NOT NULL,
+    axes    TEXT NOT NULL,
+    updated TEXT NOT NULL
+);
+"""
+
+
+def now() -> str:
+    """The current UTC time, ISO 8601 to the second (the ``created`` / ``updated`` columns)."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def to_json(obj) -> str:
+    """Compact JSON that refuses NaN/inf (a stored number must be a number)."""
+    try:
+        return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    except ValueError as err:
+        raise InputError(f"cannot store a value that is not finite (NaN or inf): {err}") from None
+    except TypeError as err:
+        raise InputError(f"cannot store a value that is not JSON (numbers, strings, lists, mappings): {err}") from None
+
+
+def axes_json(axes: dict) -> str:
+    """Axes keep their grid order (no key sorting)."""
+    try:
+        return json.dumps(dict(axes), separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as err:
+        raise InputError(f"sweep axes must be JSON values; got {axes!r}: {err}") from None
+
+
+class transaction:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT`` (``ROLLBACK`` on error): the write lock is taken up front, so two
+    writers queue on the busy timeout instead of failing on a lock upgrade."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.conn.execute("BEGIN IMMEDIATE")
+        return self.conn
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.conn.execute("COMMIT")
+        else:
+            self.conn.execute("ROLLBACK")
+
+
+def connect(path: str | os.PathLike, *, create: bool) -> sqlite3.Connection:
+    """Open the store file in WAL mode with the busy timeout, creating its tables (and, with ``create``, the
+    file and its folder).
+
+    Raises
+    ------
+    InputError
+        No file and not ``create``; not a SQLite file; a filesystem without WAL; a newer layout version.
+    """
+    path = Path(path)
+    if not path.is_file():
+        if not create:
+            raise InputError(f"no results store at {str(path)!r} (run `ncbench sweep` or "
+                             "`ncbench results import` first, or pass --store PATH)")
+        path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        conn.execute("PRAGMA synchronous = FULL")  # a committed job survives a power cut, not only a crash
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+    except sqlite3.DatabaseError as err:
+        what = "not a results store" if "not a database" in str(err) else "cannot open the results store"
+        raise InputError(f"{path}: {what} (SQLite says: {err})") from None
+    if str(mode).lower() != "wal":
+        conn.close()
+        raise InputError(f"{path}: SQLite could not switch to WAL mode (got {mode!r}); the store must be "
+                         "on a local filesystem")
+    if version > STORE_VERSION:
+        conn.close()
+        raise InputError(f"{path} was written by a newer ncbench (store version {version}, this one reads "
+                         f"up to {STORE_VERSION}); upgrade ncbench")
+    with transaction(conn):
+        for statement in filter(str.strip, _SCHEMA.split(";")):
+            conn.execute(statement)
+        if conn.execute("PRAGMA user_version").fetchone()[0] == 0:
+            conn.execute(f"PRAGMA user_version = {STORE_VERSION}")
+    return conn
