@@ -59,8 +59,10 @@ def baseline_measures(model, logits_train: torch.Tensor, y_train: torch.Tensor) 
 # ----------------------------------------------------------------------------------------- collapse sets
 
 def _collapse_quiet(train, held_out, weight, bias) -> dict:
-    """The held-out block of :func:`collapse_metrics` (no ls_gap: it is a train-split metric)."""
-    return collapse_metrics(train, held_out, weight=weight, bias=bias, ls_gap=False)["test"]
+    """The held-out block of :func:`collapse_metrics` (no ls_gap: it is a train-split metric), without the
+    classifier-only metrics (``nc2_*_classifier`` depend on W alone: the ``train`` split holds them)."""
+    out = collapse_metrics(train, held_out, weight=weight, bias=bias, ls_gap=False)["test"]
+    return {k: v for k, v in out.items() if not k.endswith("_classifier")}
 
 
 def label_free_collapse(f_train, y_train, f_held, logits_held, weight, bias, num_classes: int) -> tuple[dict, dict]:
@@ -95,7 +97,7 @@ def label_free_collapse(f_train, y_train, f_held, logits_held, weight, bias, num
 def _held_out_keys() -> tuple[str, ...]:
     from .collapse import TEST_KEYS
 
-    return TEST_KEYS
+    return tuple(k for k in TEST_KEYS if not k.endswith("_classifier"))
 
 
 def _seeded_subset(n: int, k: int) -> torch.Tensor:

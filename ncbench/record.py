@@ -303,6 +303,7 @@ def _from_v1(rec: dict) -> dict:
     if model.get("source") == "checkpoint":
         checkpoint = {"checksum": model["checksum"], "spec": spec, "ls_gap_weight_decay": None}
     ident = identity(cfg, checkpoint=checkpoint)
+    ident.pop("predictors", None)  # 0.2's rules: the predictors ncbench 0.3 added were not in the identity
     ident["ncbench"] = ".".join(str(prov.get("ncbench_version", "0.1.0")).split(".")[:2])
     training = rec.get("training")
     if training is not None:
