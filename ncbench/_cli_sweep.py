@@ -154,6 +154,28 @@ def register(subparsers) -> None:
     register_results(subparsers)
 
 
+def _summary_line(row: dict) -> str:
+    """One sweep's line of ``ncbench results list``: counted against its grid where the store knows it."""
+    if row["sweep"] is None:
+        return f"(no sweep): {row['jobs']} jobs, {row['done']} done, {row['failed']} failed"
+    if row["grid"] is None:
+        return (f"{row['sweep']}: {row['jobs']} jobs stored, {row['done']} done, {row['failed']} failed; its grid is "
+                "not recorded in this store (`ncbench sweep GRID.yaml --dry-run` counts against the grid)")
+    line = (f"{row['sweep']}: {row['grid']} jobs in the grid: {row['done']} done, {row['failed']} failed, "
+            f"{row['missing']} missing")
+    if row["outside"]:
+        line += f"; {row['outside']} more stored outside the grid"
+    return line
+
+
+def _job_line(job: dict) -> str:
+    from .sweep._grid import format_axes
+
+    error = f"  {job['error'].splitlines()[0][:200]}" if job.get("error") else ""
+    status = job["status"] or "missing"
+    return f"{job['job_id'][:12]}  {status:<7}  {job.get('created') or '-':<25}  {format_axes(job['axes'])}{error}"
+
+
 def cmd_results_list(args) -> int:
     from .store import ResultsStore
 
@@ -165,17 +187,17 @@ def cmd_results_list(args) -> int:
             if not rows:
                 print(f"{args.store}: empty")
             for row in rows:
-                name = row["sweep"] if row["sweep"] is not None else "(no sweep)"
-                print(f"{name}: {row['jobs']} jobs, {row['done']} done, {row['failed']} failed")
+                print(_summary_line(row))
             return 0
         if args.sweep not in store.sweeps():
             raise InputError(f"the store {args.store!r} has no sweep {args.sweep!r}; it has: "
                              f"{', '.join(store.sweeps()) or 'none'}")
-        from .sweep._grid import format_axes
-
-        for job in store.jobs(sweep=args.sweep):
-            error = f"  {job['error'].splitlines()[0][:200]}" if job["error"] else ""
-            print(f"{job['job_id'][:12]}  {job['status']:<6}  {job['created']}  {format_axes(job['axes'])}{error}")
+        grid = store.grid(args.sweep) or []
+        in_grid = {c["job_id"] for c in grid}
+        for job in grid + [j for j in store.jobs(sweep=args.sweep) if j["job_id"] not in in_grid]:
+            print(_job_line(job))
+        (row,) = [r for r in store.summary() if r["sweep"] == args.sweep]
+        print(_summary_line(row))
     return 0
 
 
