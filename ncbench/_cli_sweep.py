@@ -131,18 +131,23 @@ def register_results(subparsers) -> None:
     ls = sub.add_parser("list", help="one line per sweep (jobs done and failed); with --sweep, one line per job")
     ex = sub.add_parser("export", help="the finished jobs as a table (csv, parquet: one row per job, the frame of "
                                        "ncbench.store.load_frame) or as records (jsonl: one full record per line)")
-    im = sub.add_parser("import", help="read the JSON records that `ncbench evaluate` wrote into a folder")
+    im = sub.add_parser("import", help="read records into the store: a folder of the JSON records `ncbench evaluate` "
+                                       "wrote, or a records.jsonl[.gz] export (another store's, or "
+                                       "leaderboards/data/<sweep>/)")
     for q in (ls, ex, im):
         q.add_argument("--store", default=DEFAULT_STORE, metavar="PATH", help=f"results store (default "
                                                                                f"{DEFAULT_STORE})")
     ls.add_argument("--sweep", metavar="NAME", help="list this sweep's jobs")
     ex.add_argument("--sweep", metavar="NAME", help="only this sweep's jobs, with its axes as columns")
-    ex.add_argument("--format", required=True, choices=EXPORT_FORMATS, help="csv, jsonl or parquet")
+    ex.add_argument("--format", choices=EXPORT_FORMATS, help="csv, jsonl or parquet (default: from -o's name, e.g. "
+                                                             "records.jsonl.gz)")
     ex.add_argument("-o", "--output", metavar="FILE", help="write here (default: standard output; parquet needs a "
-                                                           "file)")
+                                                           "file); a name ending in .gz is gzip-compressed")
     ex.add_argument("--force", action="store_true", help="replace FILE if it exists")
-    im.add_argument("folder", metavar="DIR", help="a folder of *.json records")
-    im.add_argument("--sweep", metavar="NAME", help="also add the imported jobs to this sweep")
+    im.add_argument("source", metavar="PATH", help="a folder (its *.json records and *.jsonl[.gz] exports), or one "
+                                                   "such file")
+    im.add_argument("--sweep", metavar="NAME", help="also add the imported jobs to this sweep (each job keeps the "
+                                                    "sweep that computed it either way)")
     ls.set_defaults(func=cmd_results_list)
     ex.set_defaults(func=cmd_results_export)
     im.set_defaults(func=cmd_results_import)
@@ -202,11 +207,20 @@ def cmd_results_list(args) -> int:
 
 
 def cmd_results_export(args) -> int:
-    from .store import export_results, write_export
+    from .store import export_results, format_of, write_export
 
-    data, n = export_results(args.store, fmt=args.format, sweep=args.sweep)
+    fmt, named = args.format, format_of(args.output) if args.output else None
+    if fmt is not None and named is not None and named != fmt:
+        raise InputError(f"--format {fmt} but -o {args.output!r} names a {named} file; give one or make them agree")
+    if fmt is None:
+        fmt = named
+        if fmt is None:
+            raise InputError("--format is needed (csv, jsonl or parquet)" + (
+                f": -o {args.output!r} does not end in .csv, .jsonl or .parquet (optionally .gz)" if args.output
+                else " when writing to standard output"))
+    data, n = export_results(args.store, fmt=fmt, sweep=args.sweep)
     if args.output is None:
-        if args.format == "parquet":
+        if fmt == "parquet":
             raise InputError("parquet is binary: write it to a file with -o FILE")
         sys.stdout.write(data.decode())
         return 0
@@ -218,11 +232,11 @@ def cmd_results_export(args) -> int:
 def cmd_results_import(args) -> int:
     from .store import import_records
 
-    report = import_records(args.store, args.folder, sweep=args.sweep)
+    report = import_records(args.store, args.source, sweep=args.sweep)
     print(f"imported {report.imported} record(s) into {args.store}; {report.already_stored} already stored; "
-          f"{len(report.skipped)} file(s) skipped")
-    for path, why in report.skipped[:20]:
-        print(f"  skipped {path}: {why}")
+          f"{len(report.skipped)} skipped")
+    for where, why in report.skipped[:20]:
+        print(f"  skipped {where}: {why}")
     if len(report.skipped) > 20:
         print(f"  ... and {len(report.skipped) - 20} more")
     return 0
