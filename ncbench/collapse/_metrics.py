@@ -148,11 +148,11 @@ def split_metrics(stats: SplitStats, geom: Between, weight, bias) -> dict[str, f
     tr_b = float((geom.centred**2).sum()) / c
     out["nc1_quotient"] = tr_w / tr_b
     sigma2 = stats.class_sq / stats.counts
-    local = stats.local_means  # differences of means: the origin cancels, and so does its rounding
-    diff = local[:, None, :] - local[None, :, :]
-    dist2 = (diff**2).sum(-1)
-    iu = torch.triu_indices(c, c, offset=1, device=dist2.device)
-    pair_d2 = dist2[iu[0], iu[1]]
+    # ||mu_a - mu_b||^2 for a < b from the differences themselves (no ||a||^2 + ||b||^2 - 2 a.b cancellation),
+    # of the local means (the origin cancels, and so does its rounding), one class at a time: O(C D) memory
+    local = stats.local_means
+    pair_d2 = torch.cat([((local[a + 1:] - local[a]) ** 2).sum(1) for a in range(c - 1)])
+    iu = torch.triu_indices(c, c, offset=1, device=local.device)  # the same (a, b) order
     if bool((pair_d2 == 0).any()):
         raise InputError("two class means coincide: the CDNV is undefined")
     out["cdnv"] = float(((sigma2[iu[0]] + sigma2[iu[1]]) / (2 * pair_d2)).mean())
