@@ -86,7 +86,9 @@ def line_summary(kendalls: list[np.ndarray], shape: tuple[int, ...]) -> dict:
 
     with d_i(c) the deviation from psi_i of the coefficient of the axis-i line through cell c. Two floors keep
     a design from claiming more than it shows: v_i >= 1 / G_i^2 (as if one line of G_i differed by 1: a mean of
-    G_i identical coefficients is not known exactly), and Var(Psi) is never below the independent-axes value.
+    G_i identical coefficients is not known exactly; not applied where every coefficient is exactly 0, as for a
+    constant predictor or the difference of two identical ones), and Var(Psi) is never below the
+    independent-axes value.
     Psi's intervals and tests use Student's t with (fewest lines - 1) degrees of freedom. Linear in the
     coefficients, so a difference of two predictors' (oriented) Psi is the same computation on the difference
     of their coefficients, line by line: a paired comparison. psi_i's own interval adds
@@ -116,8 +118,8 @@ def line_summary(kendalls: list[np.ndarray], shape: tuple[int, ...]) -> dict:
     for axis, kk in enumerate(kendalls):
         G = kk.shape[-1]
         mean = kk.mean(axis=-1)
-        if G > 1:
-            var = np.maximum(kk.var(axis=-1, ddof=1) / G, 1.0 / G ** 2)
+        if G > 1:  # the floor, except where every line is exactly 0 (a constant predictor, two identical ones)
+            var = np.where(np.all(kk == 0, axis=-1), 0.0, np.maximum(kk.var(axis=-1, ddof=1) / G, 1.0 / G ** 2))
         else:
             var = np.full(mean.shape, np.nan)
         means.append(mean)
