@@ -1,18 +1,28 @@
-"""Image architectures of the neural-collapse papers, for 32x32-sized inputs (any size works: global pooling).
+"""The registered architectures: an MLP and a 1-D CNN for vectors and signals, and the image architectures of
+the neural-collapse papers for 32x32-sized inputs (any size works: global pooling).
 
-Each factory returns a :class:`ncbench.models.Classifier` whose ``body`` ends in the penultimate features.
+Each factory returns a :class:`ncbench._classifier.Classifier` whose ``body`` ends in the penultimate features.
 ResNet-18 with the CIFAR stem (He et al. 2016, 3x3 first conv, no max-pool); VGG-11/13 with batch norm
 (Simonyan & Zisserman 2015); DenseNet-BC (Huang et al. 2017, for 32x32); WideResNet-28-k (Zagoruyko &
 Komodakis 2016); a small 2-D CNN.
+
+Dropout (``dropout``: the probability of zeroing a unit, Srivastava et al. 2014; active in training, the
+identity in eval mode, so features, accuracy and the attacks see the full network): in ``mlp`` after every
+block's ReLU (the hidden units, the last block's output included); in ``cnn1d`` and ``cnn2d`` on the
+classifier head, before its Linear layer (on the flattened or pooled convolution features) and after its ReLU
+(on the penultimate features, the input of ``fc``). With ``dropout=0`` (the default) no Dropout module is
+added, so the parameter names of today's models and checkpoints are unchanged.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
+from ._classifier import Classifier, register_model
 from ._errors import InputError
-from .models import Classifier, register_model
 
 
 def _channels(input_shape) -> int:
@@ -22,18 +32,86 @@ def _channels(input_shape) -> int:
     return int(input_shape[0])
 
 
+def _check_dropout(arch: str, dropout) -> float:
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+        raise InputError(f"{arch} dropout is the probability of zeroing a unit in training and must be in [0, 1); "
+                         f"got {dropout!r}")
+    return float(dropout)
+
+
+def _dropout(p: float) -> list[nn.Module]:
+    return [nn.Dropout(p)] if p > 0 else []
+
+
 def _conv_bn_relu(a, b, stride=1):
     return [nn.Conv2d(a, b, 3, stride, 1, bias=False), nn.BatchNorm2d(b), nn.ReLU(inplace=True)]
 
 
+def _bn_relu_linear(n_in: int, n_out: int) -> list[nn.Module]:
+    return [nn.Linear(n_in, n_out, bias=False), nn.BatchNorm1d(n_out), nn.ReLU()]
+
+
+@register_model("mlp")
+def mlp(input_shape, num_classes, mean, std, *, width: int = 256, depth: int = 3, dropout: float = 0.0) -> Classifier:
+    """Multi-layer perceptron: ``depth`` blocks of Linear -> BatchNorm -> ReLU (-> Dropout) of ``width`` units.
+    Features: the last block's output (D = width)."""
+    if depth < 1 or width < 1:
+        raise InputError(f"mlp needs depth >= 1 and width >= 1; got depth={depth}, width={width}")
+    p = _check_dropout("mlp", dropout)
+    layers: list[nn.Module] = [nn.Flatten()]
+    n_in = math.prod(input_shape)
+    for _ in range(depth):
+        layers += _bn_relu_linear(n_in, width) + _dropout(p)
+        n_in = width
+    return Classifier(nn.Sequential(*layers), width, num_classes, mean, std)
+
+
+@register_model("cnn1d")
+def cnn1d(input_shape, num_classes, mean, std, *, channels: int = 32, width: int = 128, depth: int = 3,
+          dropout: float = 0.0) -> Classifier:
+    """1-D CNN for sequences (channels, length), e.g. MNIST-1D (1, 40).
+
+    ``depth`` convolution blocks, each Conv -> BatchNorm -> ReLU: the first Conv(k5, stride 1) with ``channels``
+    channels; the second and third Conv(k3, stride 2) with 2x and 4x ``channels``; any further blocks
+    Conv(k3, stride 1) with 4x ``channels`` (so depth beyond 3 deepens the stack without changing the head's
+    input size). Then flatten (-> Dropout), Linear -> BatchNorm -> ReLU to ``width`` features (-> Dropout;
+    D = width). The default depth 3 is the architecture of ncbench 0.2.
+    """
+    if len(input_shape) != 2:
+        raise InputError(f"cnn1d takes inputs of shape (channels, length); got {tuple(input_shape)}")
+    if depth < 1 or channels < 1 or width < 1:
+        raise InputError(f"cnn1d needs depth >= 1, channels >= 1 and width >= 1; got depth={depth}, "
+                         f"channels={channels}, width={width}")
+    p = _check_dropout("cnn1d", dropout)
+    c_in, length = input_shape
+
+    def conv(a, b, k, s):
+        return [nn.Conv1d(a, b, k, stride=s, padding=k // 2, bias=False), nn.BatchNorm1d(b), nn.ReLU()]
+
+    layers = conv(c_in, channels, 5, 1)
+    c = channels
+    for i in range(1, depth):
+        out = channels * 2 ** min(i, 2)
+        layers += conv(c, out, 3, 2 if i <= 2 else 1)
+        c = out
+    body = nn.Sequential(*layers, nn.Flatten())
+    with torch.no_grad():
+        flat = body(torch.zeros(2, c_in, length)).shape[1]
+    body.extend(_dropout(p) + _bn_relu_linear(flat, width) + _dropout(p))
+    return Classifier(body, width, num_classes, mean, std)
+
+
 @register_model("cnn2d")
-def cnn2d(input_shape, num_classes, mean, std, *, channels: int = 32, width: int = 128) -> Classifier:
+def cnn2d(input_shape, num_classes, mean, std, *, channels: int = 32, width: int = 128,
+          dropout: float = 0.0) -> Classifier:
     """Three conv blocks (``channels``, 2x, 4x; BatchNorm, ReLU, 2x2 max-pool after the last two), global average
-    pooling, then Linear -> BatchNorm -> ReLU to ``width`` features."""
+    pooling (-> Dropout), then Linear -> BatchNorm -> ReLU to ``width`` features (-> Dropout)."""
     c, k = _channels(input_shape), channels
+    p = _check_dropout("cnn2d", dropout)
     body = nn.Sequential(*_conv_bn_relu(c, k), *_conv_bn_relu(k, 2 * k), nn.MaxPool2d(2),
                          *_conv_bn_relu(2 * k, 4 * k), nn.MaxPool2d(2), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                         nn.Linear(4 * k, width, bias=False), nn.BatchNorm1d(width), nn.ReLU(inplace=True))
+                         *_dropout(p), nn.Linear(4 * k, width, bias=False), nn.BatchNorm1d(width),
+                         nn.ReLU(inplace=True), *_dropout(p))
     return Classifier(body, width, num_classes, mean, std)
 
 

@@ -131,18 +131,23 @@ def register_results(subparsers) -> None:
     ls = sub.add_parser("list", help="one line per sweep (jobs done and failed); with --sweep, one line per job")
     ex = sub.add_parser("export", help="the finished jobs as a table (csv, parquet: one row per job, the frame of "
                                        "ncbench.store.load_frame) or as records (jsonl: one full record per line)")
-    im = sub.add_parser("import", help="read the JSON records that `ncbench evaluate` wrote into a folder")
+    im = sub.add_parser("import", help="read records into the store: a folder of the JSON records `ncbench evaluate` "
+                                       "wrote, or a records.jsonl[.gz] export (another store's, or "
+                                       "leaderboards/data/<sweep>/)")
     for q in (ls, ex, im):
         q.add_argument("--store", default=DEFAULT_STORE, metavar="PATH", help=f"results store (default "
                                                                                f"{DEFAULT_STORE})")
     ls.add_argument("--sweep", metavar="NAME", help="list this sweep's jobs")
     ex.add_argument("--sweep", metavar="NAME", help="only this sweep's jobs, with its axes as columns")
-    ex.add_argument("--format", required=True, choices=EXPORT_FORMATS, help="csv, jsonl or parquet")
+    ex.add_argument("--format", choices=EXPORT_FORMATS, help="csv, jsonl or parquet (default: from -o's name, e.g. "
+                                                             "records.jsonl.gz)")
     ex.add_argument("-o", "--output", metavar="FILE", help="write here (default: standard output; parquet needs a "
-                                                           "file)")
+                                                           "file); a name ending in .gz is gzip-compressed")
     ex.add_argument("--force", action="store_true", help="replace FILE if it exists")
-    im.add_argument("folder", metavar="DIR", help="a folder of *.json records")
-    im.add_argument("--sweep", metavar="NAME", help="also add the imported jobs to this sweep")
+    im.add_argument("source", metavar="PATH", help="a folder (its *.json records and *.jsonl[.gz] exports), or one "
+                                                   "such file")
+    im.add_argument("--sweep", metavar="NAME", help="also add the imported jobs to this sweep (each job keeps the "
+                                                    "sweep that computed it either way)")
     ls.set_defaults(func=cmd_results_list)
     ex.set_defaults(func=cmd_results_export)
     im.set_defaults(func=cmd_results_import)
@@ -152,6 +157,28 @@ def register(subparsers) -> None:
     """Both command groups: ``sweep`` and ``results``."""
     register_sweep(subparsers)
     register_results(subparsers)
+
+
+def _summary_line(row: dict) -> str:
+    """One sweep's line of ``ncbench results list``: counted against its grid where the store knows it."""
+    if row["sweep"] is None:
+        return f"(no sweep): {row['jobs']} jobs, {row['done']} done, {row['failed']} failed"
+    if row["grid"] is None:
+        return (f"{row['sweep']}: {row['jobs']} jobs stored, {row['done']} done, {row['failed']} failed; its grid is "
+                "not recorded in this store (`ncbench sweep GRID.yaml --dry-run` counts against the grid)")
+    line = (f"{row['sweep']}: {row['grid']} jobs in the grid: {row['done']} done, {row['failed']} failed, "
+            f"{row['missing']} missing")
+    if row["outside"]:
+        line += f"; {row['outside']} more stored outside the grid"
+    return line
+
+
+def _job_line(job: dict) -> str:
+    from .sweep._grid import format_axes
+
+    error = f"  {job['error'].splitlines()[0][:200]}" if job.get("error") else ""
+    status = job["status"] or "missing"
+    return f"{job['job_id'][:12]}  {status:<7}  {job.get('created') or '-':<25}  {format_axes(job['axes'])}{error}"
 
 
 def cmd_results_list(args) -> int:
@@ -165,26 +192,35 @@ def cmd_results_list(args) -> int:
             if not rows:
                 print(f"{args.store}: empty")
             for row in rows:
-                name = row["sweep"] if row["sweep"] is not None else "(no sweep)"
-                print(f"{name}: {row['jobs']} jobs, {row['done']} done, {row['failed']} failed")
+                print(_summary_line(row))
             return 0
         if args.sweep not in store.sweeps():
             raise InputError(f"the store {args.store!r} has no sweep {args.sweep!r}; it has: "
                              f"{', '.join(store.sweeps()) or 'none'}")
-        from .sweep._grid import format_axes
-
-        for job in store.jobs(sweep=args.sweep):
-            error = f"  {job['error'].splitlines()[0][:200]}" if job["error"] else ""
-            print(f"{job['job_id'][:12]}  {job['status']:<6}  {job['created']}  {format_axes(job['axes'])}{error}")
+        grid = store.grid(args.sweep) or []
+        in_grid = {c["job_id"] for c in grid}
+        for job in grid + [j for j in store.jobs(sweep=args.sweep) if j["job_id"] not in in_grid]:
+            print(_job_line(job))
+        (row,) = [r for r in store.summary() if r["sweep"] == args.sweep]
+        print(_summary_line(row))
     return 0
 
 
 def cmd_results_export(args) -> int:
-    from .store import export_results, write_export
+    from .store import export_results, format_of, write_export
 
-    data, n = export_results(args.store, fmt=args.format, sweep=args.sweep)
+    fmt, named = args.format, format_of(args.output) if args.output else None
+    if fmt is not None and named is not None and named != fmt:
+        raise InputError(f"--format {fmt} but -o {args.output!r} names a {named} file; give one or make them agree")
+    if fmt is None:
+        fmt = named
+        if fmt is None:
+            raise InputError("--format is needed (csv, jsonl or parquet)" + (
+                f": -o {args.output!r} does not end in .csv, .jsonl or .parquet (optionally .gz)" if args.output
+                else " when writing to standard output"))
+    data, n = export_results(args.store, fmt=fmt, sweep=args.sweep)
     if args.output is None:
-        if args.format == "parquet":
+        if fmt == "parquet":
             raise InputError("parquet is binary: write it to a file with -o FILE")
         sys.stdout.write(data.decode())
         return 0
@@ -196,11 +232,11 @@ def cmd_results_export(args) -> int:
 def cmd_results_import(args) -> int:
     from .store import import_records
 
-    report = import_records(args.store, args.folder, sweep=args.sweep)
+    report = import_records(args.store, args.source, sweep=args.sweep)
     print(f"imported {report.imported} record(s) into {args.store}; {report.already_stored} already stored; "
-          f"{len(report.skipped)} file(s) skipped")
-    for path, why in report.skipped[:20]:
-        print(f"  skipped {path}: {why}")
+          f"{len(report.skipped)} skipped")
+    for where, why in report.skipped[:20]:
+        print(f"  skipped {where}: {why}")
     if len(report.skipped) > 20:
         print(f"  ... and {len(report.skipped) - 20} more")
     return 0

@@ -238,10 +238,19 @@ def cmd_train(args) -> int:
     acc = trained.history[-1]["train_accuracy"]
     test_acc = float((predict(model.eval(), ds.x_test) == ds.y_test.to(model_device(model))).double().mean())
     tpt = trained.terminal_phase_epoch
-    phase = (f"train error 0 from epoch {tpt}" if tpt is not None else
-             "train error never reached 0: not in the terminal phase; train longer (--epochs)")
-    print(f"saved {path} ({cfg.model} on {cfg.dataset}, {cfg.train.epochs} epochs, train accuracy {acc:.4f}, "
-          f"test accuracy {100 * test_acc:.2f}%, {phase})")
+    if trained.adv_train_accuracy is not None:  # adversarial training: no terminal phase to expect
+        from ._budget import eps_label
+        from .train import ADV_EVAL_STEPS
+
+        phase = (f"robust training accuracy {trained.adv_train_accuracy:.4f} under PGD-{ADV_EVAL_STEPS} at "
+                 f"{cfg.train.adv_norm} eps {eps_label(cfg.train.adv_eps)} on {trained.adv_train_points} training "
+                 "points; adversarially trained models rarely reach zero training error"
+                 + (f"; clean train error 0 from epoch {tpt}" if tpt is not None else ""))
+    else:
+        phase = (f"train error 0 from epoch {tpt}" if tpt is not None else
+                 "train error never reached 0: not in the terminal phase; train longer (--epochs)")
+    print(f"saved {path} ({cfg.model} on {cfg.dataset}; {cfg.train.describe()}): train accuracy {acc:.4f}, "
+          f"test accuracy {100 * test_acc:.2f}%, {phase}")
     return 0
 
 

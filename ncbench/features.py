@@ -1,9 +1,10 @@
 """Everything that runs a model to get numbers out of it: batched forward passes, penultimate features and
-logits, forward hooks on named layers, and the memory format a model runs in.
+logits, the outputs of named layers, and the memory format a model runs in.
 
-Evaluation, the training loop and its collapse callback, per-layer collapse and the attacks all come here, so
-one model is one function on one device: ``features(x)`` and ``logits`` from the same forward pass.
-``ncbench.collapse`` stays pure functions of arrays.
+Evaluation, the training loop and its collapse callback and the attacks all come here, so one model is one
+function on one device: ``features(x)`` and ``logits`` from the same forward pass. ``ncbench.collapse``
+imports nothing from here: its one model-facing part, per-layer collapse (forward hooks, two passes, exact
+at any width), is re-exported below as ``layer_collapse``.
 
 Memory format: a model with 2-D convolutions runs in channels_last (its weights and its inputs). On the
 CPU this measured 1.49x faster for cnn2d training, 1.78x for feature extraction and 1.47x for PGD steps
@@ -14,11 +15,14 @@ records do not change meaning. 1-D models are left as they are.
 from __future__ import annotations
 
 import math
+from contextlib import closing
 
 import torch
 from torch import nn
 
 from ._errors import InputError
+from .collapse import LAYER_KEYS, layer_collapse  # noqa: F401  (re-exported: ncbench.features.layer_collapse)
+from .collapse._layers import layer_batches
 
 
 def memory_format_for(model: nn.Module) -> torch.memory_format:
@@ -113,43 +117,27 @@ def output_margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------------------- named layers
+# Per-layer collapse lives in ncbench.collapse (exact at any width, two passes, nothing stored); it needs
+# nothing from this module, and this module re-exports it, so the two do not import each other.
 
-@torch.no_grad()
 def layer_outputs(model: nn.Module, x: torch.Tensor, layers: list[str], *, batch_size: int = 512,
                   max_dim: int = 4096, seed: int = 0, projections: dict | None = None) -> dict[str, torch.Tensor]:
-    """Flattened float64 outputs of named modules for inputs ``x``, in eval mode (restored after).
+    """Flattened float64 outputs of named modules for inputs ``x``, in eval mode (restored after), on the CPU.
 
-    The hook copies each output when it fires: a module's output tensor may be overwritten in place by the
-    next module (``nn.ReLU(inplace=True)`` after a batch norm), and a kept view would then hold the later
-    module's values. Outputs wider than ``max_dim`` are reduced by a fixed Gaussian random projection
-    (seeded by ``seed``, scaled by 1/sqrt(max_dim)); ``projections`` (name -> matrix or None) is filled on the
-    first call and reused, so train and test go through the same projection.
+    The batches come from :func:`ncbench.collapse._layers.layer_batches` (forward hooks that copy each
+    output as it fires, so an in-place activation after the module cannot overwrite it). This function
+    *stores* the outputs, N x D per layer; outputs wider than ``max_dim`` are therefore reduced by a fixed
+    Gaussian random projection (seeded by ``seed``, scaled by 1/sqrt(max_dim)); ``projections`` (name ->
+    matrix or None) is filled on the first call and reused, so train and test go through the same
+    projection. For collapse metrics use :func:`layer_collapse`, which stores nothing and projects nothing.
     """
-    modules = dict(model.named_modules())
-    unknown = [n for n in layers if n not in modules]
-    if unknown:
-        names = ", ".join(n for n in modules if n) or "(none)"
-        raise InputError(f"unknown layer(s) {unknown}; the model's modules are: {names}")
     if max_dim < 1:
         raise InputError(f"max_dim must be >= 1; got {max_dim}")
     projections = {} if projections is None else projections
     store: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
-    current: dict[str, torch.Tensor] = {}
-
-    def hook_for(name):
-        def hook(_module, _inputs, output):
-            current[name] = output.detach().flatten(1).to(torch.float64, copy=True)
-        return hook
-
-    handles = [modules[name].register_forward_hook(hook_for(name)) for name in layers]
-    dev = model_device(model)
-    was = model.training
-    model.eval()
-    try:
-        for start in range(0, x.shape[0], batch_size):
-            model(as_model_input(model, x[start:start + batch_size].to(dev)))
-            for name in layers:
-                f = current.pop(name)
+    with closing(layer_batches(model, x, layers, batch_size=batch_size)) as batches:  # hooks off on error
+        for _, outs in batches:
+            for name, f in outs.items():
                 if name not in projections:  # decided once, from the first batch
                     d = f.shape[1]
                     if d > max_dim:
@@ -160,51 +148,4 @@ def layer_outputs(model: nn.Module, x: torch.Tensor, layers: list[str], *, batch
                         projections[name] = None
                 p = projections[name]
                 store[name].append((f if p is None else f @ p).cpu())
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was)
     return {name: torch.cat(parts) for name, parts in store.items()}
-
-
-LAYER_KEYS = ("nc1", "nc1_quotient", "cdnv", "ncc_accuracy")
-
-
-def layer_collapse(model: nn.Module, train, test=None, *, layers: list[str], batch_size: int = 512,
-                   max_dim: int = 4096, seed: int = 0, global_mean: str = "classes") -> dict[str, dict]:
-    """``nc1``, ``nc1_quotient``, ``cdnv`` and ``ncc_accuracy`` of named modules' flattened outputs.
-
-    Parameters
-    ----------
-    model : nn.Module
-        Put in eval mode for the measurement (and restored after).
-    train, test : (inputs, labels)
-        Inputs in the model's input scale and integer labels.
-    layers : list of str
-        Names as in ``model.named_modules()``.
-    max_dim : int
-        Outputs wider than this are reduced by a fixed Gaussian random projection (seeded by ``seed``, scaled
-        by 1/sqrt(max_dim)) to ``max_dim`` dimensions; the result says so under ``projected_from``.
-
-    Returns
-    -------
-    dict
-        ``{layer: {"dim": int, "projected_from": int | None, "train": {...}, "test": {...}}}``.
-    """
-    from .collapse import collapse_metrics
-
-    projections: dict = {}
-    kw = dict(batch_size=batch_size, max_dim=max_dim, seed=seed, projections=projections)
-    feats_tr = layer_outputs(model, torch.as_tensor(train[0]), layers, **kw)
-    feats_te = None if test is None else layer_outputs(model, torch.as_tensor(test[0]), layers, **kw)
-    out = {}
-    for name in layers:
-        h = feats_tr[name]
-        p = projections[name]
-        res = collapse_metrics((h, train[1]), None if test is None else (feats_te[name], test[1]),
-                               global_mean=global_mean, ls_gap=False)
-        entry = {"dim": h.shape[1], "projected_from": None if p is None else p.shape[0]}
-        for split, metrics in res.items():
-            entry[split] = {k: metrics[k] for k in LAYER_KEYS}
-        out[name] = entry
-    return out

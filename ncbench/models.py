@@ -1,8 +1,10 @@
-"""Architectures: a registry of classifiers that expose ``features(x)`` and a final ``fc: nn.Linear``.
+"""Models: build a registered architecture, wrap one of your own, and save and load checkpoints.
 
-Every model takes inputs in [0, 1], normalises them inside (with the dataset's declared mean and std), and
-computes ``logits = fc(features(x))``. Weights are saved as safetensors with the architecture spec in the
-file's metadata, and loaded without unpickling anything.
+Every model is a classifier that exposes ``features(x)`` and a final ``fc: nn.Linear``; it takes inputs in
+[0, 1], normalises them inside (with the dataset's declared mean and std), and computes
+``logits = fc(features(x))``. Weights are saved as safetensors with the architecture spec in the file's
+metadata, and loaded without unpickling anything. The classifier, its spec and the registry live in
+:mod:`ncbench._classifier`, the architectures in :mod:`ncbench._archs`; this module re-exports them.
 
 >>> m = create_model("mlp", input_shape=(1, 8, 8), num_classes=10, width=32, depth=2)
 >>> m.features(torch.zeros(4, 1, 8, 8)).shape, m.fc.out_features
@@ -14,88 +16,26 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
-import math
 import os
 import pickle
-from dataclasses import asdict, dataclass, field
+import re
+import warnings
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from . import _archs  # noqa: F401  (registers the architectures)
+from ._classifier import MODELS, Classifier, ModelSpec, Normalize, register_model
 from ._errors import CheckpointError, InputError
 from ._io import write_replace
-from ._registry import Registry
 
-MODELS: Registry = Registry("model")
+__all__ = ["MODELS", "Classifier", "ExportedClassifier", "ModelSpec", "Normalize", "create_model", "list_models",
+           "load_checkpoint", "model_checksum", "register_model", "save_checkpoint", "wrap_classifier"]
+
 SPEC_KEY = "ncbench_spec"
 #: metadata key of how ncbench trained the weights: {job_id, recipe, seed, dataset} (JSON)
 TRAINING_KEY = "ncbench_training"
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """Everything needed to rebuild a model: the registered name, its arguments, and the data interface."""
-
-    arch: str
-    num_classes: int
-    input_shape: tuple[int, ...]
-    mean: tuple[float, ...] = (0.0,)
-    std: tuple[float, ...] = (1.0,)
-    args: dict = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["input_shape"], d["mean"], d["std"] = list(self.input_shape), list(self.mean), list(self.std)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "ModelSpec":
-        if not isinstance(d, dict):
-            raise CheckpointError(f"the architecture spec must be a mapping; got {type(d).__name__}")
-        unknown = set(d) - {"arch", "num_classes", "input_shape", "mean", "std", "args"}
-        if unknown or "arch" not in d or "num_classes" not in d or "input_shape" not in d:
-            raise CheckpointError(f"malformed architecture spec (keys {sorted(d)}); expected arch, num_classes, "
-                                  "input_shape, mean, std, args")
-        return cls(str(d["arch"]), int(d["num_classes"]), tuple(int(v) for v in d["input_shape"]),
-                   tuple(float(v) for v in d.get("mean", (0.0,))), tuple(float(v) for v in d.get("std", (1.0,))),
-                   dict(d.get("args", {})))
-
-
-class Normalize(nn.Module):
-    """(x - mean) / std per channel; inputs (N, channels, ...)."""
-
-    def __init__(self, mean, std) -> None:
-        super().__init__()
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shape = (1, -1) + (1,) * (x.ndim - 2)
-        return (x - self.mean.view(shape)) / self.std.view(shape)
-
-
-class Classifier(nn.Module):
-    """normalise -> body -> features (N, D) -> fc (nn.Linear D -> C) -> logits."""
-
-    def __init__(self, body: nn.Module, feature_dim: int, num_classes: int, mean, std) -> None:
-        super().__init__()
-        self.normalize = Normalize(mean, std)
-        self.body = body
-        self.fc = nn.Linear(feature_dim, num_classes)
-        self.spec: ModelSpec | None = None
-        self.trained_by: dict | None = None  # how ncbench trained it, when loaded from an ncbench checkpoint
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Penultimate features: the input of ``fc``, shape (N, D)."""
-        return self.body(self.normalize(x))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.features(x))
-
-
-def register_model(name: str):
-    return MODELS.register(name)
 
 
 def list_models(pattern: str = "*") -> list[str]:
@@ -177,46 +117,6 @@ def wrap_classifier(net: nn.Module, input_shape, num_classes: int, mean=(0.0,), 
     return model.train()
 
 
-def _bn_relu_linear(n_in: int, n_out: int) -> list[nn.Module]:
-    return [nn.Linear(n_in, n_out, bias=False), nn.BatchNorm1d(n_out), nn.ReLU()]
-
-
-@register_model("mlp")
-def mlp(input_shape, num_classes, mean, std, *, width: int = 256, depth: int = 3) -> Classifier:
-    """Multi-layer perceptron: ``depth`` blocks of Linear -> BatchNorm -> ReLU of ``width`` units.
-    Features: the last block's output (D = width)."""
-    if depth < 1 or width < 1:
-        raise InputError(f"mlp needs depth >= 1 and width >= 1; got depth={depth}, width={width}")
-    layers: list[nn.Module] = [nn.Flatten()]
-    n_in = math.prod(input_shape)
-    for _ in range(depth):
-        layers += _bn_relu_linear(n_in, width)
-        n_in = width
-    return Classifier(nn.Sequential(*layers), width, num_classes, mean, std)
-
-
-@register_model("cnn1d")
-def cnn1d(input_shape, num_classes, mean, std, *, channels: int = 32, width: int = 128) -> Classifier:
-    """1-D CNN for sequences (channels, length), e.g. MNIST-1D (1, 40).
-
-    Conv(k5) -> Conv(k3, stride 2) -> Conv(k3, stride 2), each with BatchNorm and ReLU, with
-    ``channels``, 2x and 4x channels; flatten; Linear -> BatchNorm -> ReLU to ``width`` features (D = width).
-    """
-    if len(input_shape) != 2:
-        raise InputError(f"cnn1d takes inputs of shape (channels, length); got {tuple(input_shape)}")
-    c_in, length = input_shape
-    c = channels
-
-    def conv(a, b, k, s):
-        return [nn.Conv1d(a, b, k, stride=s, padding=k // 2, bias=False), nn.BatchNorm1d(b), nn.ReLU()]
-
-    body = nn.Sequential(*conv(c_in, c, 5, 1), *conv(c, 2 * c, 3, 2), *conv(2 * c, 4 * c, 3, 2), nn.Flatten())
-    with torch.no_grad():
-        flat = body(torch.zeros(2, c_in, length)).shape[1]
-    body.extend(_bn_relu_linear(flat, width))
-    return Classifier(body, width, num_classes, mean, std)
-
-
 # ----------------------------------------------------------------------------------------------- checkpoints
 
 def model_checksum(model: nn.Module) -> str:
@@ -261,7 +161,8 @@ def _read_safetensors(path: Path):
             meta = f.metadata() or {}
             state = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as err:  # safetensors raises its own error types for every malformed header
-        raise CheckpointError(f"{path}: not a readable safetensors file ({type(err).__name__}: {err})") from None
+        raise CheckpointError(f"{path}: not a readable safetensors file ({type(err).__name__}: "
+                              f"{_one_line(str(err))})") from None
     if SPEC_KEY not in meta:
         raise CheckpointError(f"{path}: the safetensors metadata has no {SPEC_KEY!r}; save with `ncbench train` "
                               "or ncbench.models.save_checkpoint")
@@ -269,29 +170,74 @@ def _read_safetensors(path: Path):
         spec = json.loads(meta[SPEC_KEY])
         training = json.loads(meta[TRAINING_KEY]) if TRAINING_KEY in meta else None
     except json.JSONDecodeError as err:
-        raise CheckpointError(f"{path}: the metadata is not valid JSON ({err})") from None
+        raise CheckpointError(f"{path}: the metadata is not valid JSON ({_one_line(str(err))})") from None
     return spec, state, training
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+#: the parts of torch's weights-only refusal that are about torch, not about the file
+_TORCH_BOILERPLATE = (re.compile(r"Weights only load failed\..*?trusted source\.", re.S),
+                      re.compile(r"Please file an issue.*?use case:", re.S), re.compile(r"WeightsUnpickler error:"),
+                      re.compile(r"Check the documentation of torch\.load.*", re.S))
+
+
+def _one_line(text: str, limit: int = 160) -> str:
+    """``text`` as one plain line: terminal colour codes removed, whitespace collapsed, and cut at a word
+    boundary (with an ellipsis) when longer than ``limit`` characters."""
+    text = " ".join(_ANSI.sub("", text).split())
+    if len(text) <= limit:
+        return text
+    cut = text[:limit].rsplit(" ", 1)[0]
+    return cut.rstrip(" ,;:") + " ..."
+
+
+def _unpickling_detail(err: Exception) -> str:
+    """What torch's weights-only loader objected to, without its advice about torch.load."""
+    text = _ANSI.sub("", str(err))
+    for pattern in _TORCH_BOILERPLATE:
+        text = pattern.sub(" ", text)
+    return _one_line(text) or type(err).__name__
 
 
 def _read_state_dict(path: Path):
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols on the way to refusing
+            warnings.simplefilter("ignore")
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(
-            f"{path}: refused: the file holds pickled Python objects, not only tensors ({first[:160]}); "
-            "ncbench loads only safetensors or weights_only state dicts"
+            f"{path}: refused: the file holds pickled Python objects, not only tensors (torch's weights-only "
+            f"loader: {_unpickling_detail(err)}); ncbench loads only .safetensors files or a .pt holding "
+            "{'spec': ..., 'state_dict': ...} of plain tensors (ncbench.models.save_checkpoint writes the former)"
         ) from None
     except Exception as err:  # zip/pickle framing errors of a truncated or foreign file
-        raise CheckpointError(f"{path}: not a readable torch checkpoint ({type(err).__name__}: {err})") from None
+        raise CheckpointError(f"{path}: not a readable torch checkpoint ({type(err).__name__}: "
+                              f"{_one_line(str(err))})") from None
     if not (isinstance(obj, dict) and "spec" in obj and "state_dict" in obj):
         raise CheckpointError(f"{path}: expected a dict with 'spec' and 'state_dict' (a weights_only checkpoint "
-                              "written by ncbench); got " + (f"keys {sorted(obj)[:8]}" if isinstance(obj, dict)
+                              "written by ncbench); got " + (f"keys {sorted(map(str, obj))[:8]}" if isinstance(obj, dict)
                                                             else type(obj).__name__))
     training = obj.get("training")
     if training is not None and not isinstance(training, dict):
         raise CheckpointError(f"{path}: 'training' must be a dict (how ncbench trained the weights)")
     return obj["spec"], obj["state_dict"], training
+
+
+#: the prefix nn.DataParallel and DistributedDataParallel put before every name of the wrapped model's state
+DATA_PARALLEL_PREFIX = "module."
+
+
+def strip_data_parallel_prefix(state) -> tuple[dict, str | None]:
+    """``state`` without DataParallel's ``module.`` prefix when *every* name carries it, and a note saying so
+    (None when nothing was changed). A prefix on only some names is left alone (the load then refuses it)."""
+    if not isinstance(state, dict) or not state:
+        return state, None
+    if not all(isinstance(k, str) and k.startswith(DATA_PARALLEL_PREFIX) for k in state):
+        return state, None
+    n = len(DATA_PARALLEL_PREFIX)
+    note = (f"stripped DataParallel's {DATA_PARALLEL_PREFIX!r} prefix from all {len(state)} weight names "
+            "(the weights were saved from a model wrapped in nn.DataParallel or DistributedDataParallel)")
+    return {k[n:]: v for k, v in state.items()}, note
 
 
 class ExportedClassifier(nn.Module):
@@ -376,7 +322,8 @@ def _load_exported(path: Path, trust: bool) -> nn.Module:
     try:
         ep = torch.export.load(str(path))
     except Exception as err:  # a corrupt or foreign archive
-        raise CheckpointError(f"{path}: not a readable torch.export archive ({type(err).__name__}: {err})") from None
+        raise CheckpointError(f"{path}: not a readable torch.export archive ({type(err).__name__}: "
+                              f"{_one_line(str(err))})") from None
     args = ep.example_inputs[0] if ep.example_inputs else ()
     if len(args) != 1:
         raise CheckpointError(f"{path}: the exported program must take one input tensor")
@@ -384,6 +331,7 @@ def _load_exported(path: Path, trust: bool) -> nn.Module:
     model = ExportedClassifier(ep.module(), shape)
     model.spec = ModelSpec("torch.export", model.fc.out_features, shape)
     model.trained_by = None
+    model.load_note = None
     return model
 
 
@@ -394,7 +342,9 @@ def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device
     archive (``.pt2``) whose program returns ``(features, logits)`` loads only with ``trust=True``.
 
     The model's ``trained_by`` attribute holds how ncbench trained it (from the checkpoint's metadata), or
-    None for a checkpoint that ncbench did not write."""
+    None for a checkpoint that ncbench did not write. A state dict whose every name starts with DataParallel's
+    ``module.`` prefix loads with the prefix stripped; ``load_note`` then says so (else it is None): put it in
+    the record. Every refusal is a :class:`CheckpointError` whose one-line message names the file."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
@@ -406,7 +356,10 @@ def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device
         spec_d, state, training = _read_state_dict(path)
     else:
         raise CheckpointError(f"{path}: unknown checkpoint format {path.suffix!r}; use .safetensors, .pt or .pt2")
-    spec = ModelSpec.from_dict(spec_d)
+    try:
+        spec = ModelSpec.from_dict(spec_d)
+    except CheckpointError as err:
+        raise CheckpointError(f"{path}: {err}") from None
     if spec.arch not in MODELS:
         raise CheckpointError(f"{path}: {MODELS.unknown_message(spec.arch)}")
     try:
@@ -414,13 +367,13 @@ def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device
                              mean=spec.mean, std=spec.std, **spec.args)
     except InputError as err:
         raise CheckpointError(f"{path}: {err}") from None
+    state, note = strip_data_parallel_prefix(state)
     try:
         model.load_state_dict(state, strict=True)
     except (RuntimeError, TypeError) as err:
-        msg = " ".join(str(err).split())[:300]
-        raise CheckpointError(f"{path}: weights do not fit architecture {spec.arch!r}: {msg}") from None
+        raise CheckpointError(f"{path}: weights do not fit architecture {spec.arch!r}: "
+                              f"{_one_line(str(err), 300)}") from None
     model.trained_by = training
+    model.load_note = note
     return model.to(map_location).eval()
 
-
-from . import _archs  # noqa: E402,F401  (registers the image architectures)

@@ -56,3 +56,34 @@ def reference_metrics(h, y, W=None, b=None, global_mean="classes", ref_means=Non
         out["nc3_duality"] = np.linalg.norm(W / np.linalg.norm(W) - Mt / np.linalg.norm(Mt)) ** 2
         out["nc4_ncc_mismatch"] = np.mean(ncc != (h @ W.T + b).argmax(1))
     return out
+
+
+def exact_ridge(h, y, num_classes, weight_decay=0.0):
+    """[W_LS b_LS] (C, D+1) of the ridge problem behind ls_gap, in exact rational arithmetic (no rounding at all).
+
+    Solves the normal equations (X^T X + N lambda I) Theta^T = X^T Y, X = [h 1], Y one-hot, by Gauss-Jordan
+    elimination on Fractions built from the float64 inputs exactly. Needs X of full column rank when
+    lambda = 0 (then the least-squares solution is unique, so also the minimum-norm one). For small
+    problems only (cost O(N D^2) big-rational operations): the test of ls_gap at offsets of 1e9, where every
+    float64 solver of the augmented problem (lstsq, QR) is off by orders of magnitude.
+    """
+    from fractions import Fraction
+
+    h = np.asarray(h, dtype=np.float64)
+    n, d = h.shape
+    x = [[Fraction(float(v)) for v in row] + [Fraction(1)] for row in h]
+    lam = Fraction(float(weight_decay)) * n
+    a = [[sum((x[i][j] * x[i][k] for i in range(n)), Fraction(0)) + (lam if j == k else 0) for k in range(d + 1)]
+         + [sum((x[i][j] for i in range(n) if y[i] == c), Fraction(0)) for c in range(num_classes)]
+         for j in range(d + 1)]
+    m = d + 1
+    for col in range(m):  # Gauss-Jordan with exact pivots
+        piv = next(r for r in range(col, m) if a[r][col] != 0)
+        a[col], a[piv] = a[piv], a[col]
+        p = a[col][col]
+        a[col] = [v / p for v in a[col]]
+        for r in range(m):
+            if r != col and a[r][col] != 0:
+                f = a[r][col]
+                a[r] = [v - f * w for v, w in zip(a[r], a[col])]
+    return np.array([[float(a[j][m + c]) for j in range(m)] for c in range(num_classes)])

@@ -50,6 +50,7 @@ def make_frame(seeds=(0,), rng_seed=0, levels=LEVELS):
                 "train.nc2_equiangle_means": 0.0,
                 "num_parameters": 1000 * a["model_args.width"] + 10, "final_train_loss": float(rng.lognormal(-4, 1)),
                 "sum_squared_weights": float(rng.uniform(10, 20)), "train_margin_p10": acc + rng.normal(0, 0.05),
+                "n_test": 5000, "robust_n_points": 1000,
             })
     frame = pd.DataFrame(rows)
     frame.attrs["axes"] = [*levels, "seed"]
@@ -161,10 +162,12 @@ def test_reversed_predictor(one_seed):
     gk = granulated_kendall(f, "m", "test_accuracy", AXES)
     assert gk["psi"] == pytest.approx(-1.0)
     assert gk["per_axis"] == pytest.approx(dict.fromkeys(AXES, -1.0))
-    # Without self-pairs the score ignores the sign. With them it does not quite (issue 10 says it stays at
-    # 100): a pair (i, i) has V_mu = V_g = 0, which a reversed measure's pairs (i, j) contradict.
-    assert pgdl_score(f, "m", "test_accuracy", AXES, self_pairs=False) == pytest.approx(100.0)
-    with_self = pgdl_score(f, "m", "test_accuracy", AXES)
+    # Oriented by the sign of tau (the default), a reversed measure scores as the measure itself (issue 16).
+    assert pgdl_score(f, "m", "test_accuracy", AXES) == pytest.approx(100.0)
+    # As given (the competition's convention), without self-pairs the score ignores the sign; with them it does
+    # not: a pair (i, i) has V_mu = V_g = 0, which a reversed measure's pairs (i, j) contradict.
+    assert pgdl_score(f, "m", "test_accuracy", AXES, self_pairs=False, orient=False) == pytest.approx(100.0)
+    with_self = pgdl_score(f, "m", "test_accuracy", AXES, orient=False)
     assert with_self == pytest.approx(pgdl_reference(f, "m", "test_accuracy", AXES))
     assert 0 < with_self < 100
 
@@ -403,7 +406,7 @@ def test_constant_target_is_refused(one_seed, call):
     lambda f: kendall(f, "train.nc1", "test_accuracy"),
     lambda f: granulated_kendall(f, "train.nc1", "test_accuracy", AXES),
     lambda f: pgdl_score(f, "train.nc1", "test_accuracy", AXES),
-    lambda f: regress(f, n_boot=10),
+    lambda f: regress(f, predictors=["train.nc1", "test.nc1"], n_boot=10),
 ])
 def test_missing_values_name_the_jobs(one_seed, call, value):
     f = one_seed.copy()
@@ -413,6 +416,18 @@ def test_missing_values_name_the_jobs(one_seed, call, value):
     with pytest.raises(InputError, match=rf"column 'train.nc1' has 2 missing, NaN or infinite value\(s\) "
                                          rf"\(jobs: {ids[3]}, {ids[7]}\)"):
         call(f)
+
+
+def test_default_predictors_leave_out_an_incomplete_column_and_say_so(one_seed):
+    """An old frame's jobs lack the new columns: by default such a column is left out with a warning naming
+    the jobs (a regress that refused the whole frame, or one that dropped it silently, fails here)."""
+    f = one_seed.copy()
+    f["val.nc1"] = f["train.nc1"].where(f.index >= 3)
+    t = regress(f, ["test_accuracy"], axes=AXES, n_boot=0)
+    assert "val.nc1" not in set(t["predictor"]) and "train.nc1" in set(t["predictor"])
+    ids = f["job_id"]
+    assert any(w.startswith(f"predictor val.nc1 left out: 3 of 24 jobs have no value ({ids[0]}, {ids[1]}, {ids[2]})")
+               for w in t.attrs["warnings"])
 
 
 def test_non_numbers_are_refused(one_seed):
@@ -475,7 +490,11 @@ def test_write_regression_and_ranking(one_seed_table, tmp_path):
     assert section.index("`train.nc1`") < section.index("`test.nc1`")
     assert "-1.000 [-1.000, -1.000]" in section
     text = format_ranking(one_seed_table, top=2)
-    assert text.splitlines()[1].split()[:2] == ["1.", "train.nc1"] and len(text.splitlines()) == 3 * 3
+    body = [line for line in text.splitlines() if not line.startswith("warning: ")]
+    assert body[0].startswith("test_accuracy (24 configurations): predictors that read no test label")
+    assert body[1].split()[:2] == ["1.", "train.nc1"]
+    # the gap is not ranked (train accuracy is 1 everywhere): one line that says so, no ranking under it
+    assert any(line.startswith("generalization_gap (24 configurations): not ranked") for line in body)
 
 
 def test_measures_board_files_and_identical_rerender(one_seed_table, tmp_path):
@@ -492,13 +511,19 @@ def test_measures_board_files_and_identical_rerender(one_seed_table, tmp_path):
     write_measures_board(one_seed_table, board, **meta)
     assert {p.name: p.read_bytes() for p in paths} == first
     csv = pd.read_csv(board / "measures.csv")
-    for _, rows in csv.groupby("target", sort=False):
-        assert list(rows["rank"]) == list(range(1, len(rows) + 1))
-        psi = rows["psi"].abs().to_numpy()
-        assert np.all(np.diff(psi[~np.isnan(psi)]) <= 0)
+    for target, rows in csv.groupby("target", sort=False):
+        ranked_rows = rows[rows["rank"].notna()]
+        if target == "generalization_gap":  # train accuracy is 1 everywhere: not ranked
+            assert ranked_rows.empty
+            continue
+        # the test-label family is never ranked; the others are, by |psi|, ties sharing a rank
+        assert set(rows.loc[rows["rank"].isna(), "predictor"]) == {"test.nc1"}
+        psi = ranked_rows["psi"].abs().to_numpy()
+        assert np.all(np.diff(psi) <= 0) and ranked_rows["rank"].iloc[0] == 1
     readme = first["README.md"].decode()
     assert "# Measures board: grid" in readme and meta["command"] in readme and "Hand-made frame." in readme
-    assert "Best collapse metric from the training data for `test_accuracy`: `train.nc1`, Ψ = -1.000" in readme
+    assert ("Ranked by |Ψ| among the 6 predictors that read no test label, `train.nc1` (train) comes first: "
+            "Ψ = -1.000 [") in readme
 
 
 def test_board_bad_input(one_seed_table, tmp_path):
@@ -557,7 +582,9 @@ def test_regress_command(fake_store, tmp_path, capsys):
     assert args.func(args) == 0
     assert fake_store["calls"] == [("ncbench-results/results.sqlite", "grid")]
     out = capsys.readouterr().out
-    assert out.splitlines()[0] == "test_accuracy (24 configurations): best predictors by |Psi|"
+    body = [line for line in out.splitlines() if not line.startswith("warning: ")]
+    assert body[0] == ("test_accuracy (24 configurations): predictors that read no test label, by |Psi| (equal ranks "
+                       "are ties)")
     assert (tmp_path / "out" / "regression.csv").is_file() and (tmp_path / "board" / "README.md").is_file()
     readme = (tmp_path / "board" / "README.md").read_text()
     assert "ncbench regress --store ncbench-results/results.sqlite --sweep grid --targets test_accuracy" in readme
@@ -594,19 +621,39 @@ def test_default_predictors_take_classifier_metrics_once():
                                                 "num_parameters"]
 
 
-def test_board_verdict_leads_with_training_data_and_names_a_stronger_baseline():
-    """A held-out metric (it uses the test labels) never stands as 'the' predictor, and a baseline that ranks
-    above every training-data metric is said to."""
+def _board_rows(*specs, correction="holm"):
+    """Rows as the board reads them back: (predictor, family, rank, psi, tied, vs_baseline, p_adj)."""
+    out = []
+    for pred, fam, rank, psi, tied, d, p in specs:
+        out.append({"target": "test_accuracy", "predictor": pred, "family": fam, "rank": rank, "psi": psi,
+                    "psi_lo": psi - 0.1, "psi_hi": psi + 0.1, "psi_p_adj": 0.01, "tied_with_best": tied,
+                    "reads_test_labels": fam == "test-labels", "baseline": "sum_squared_weights",
+                    "vs_baseline": d, "vs_baseline_lo": d - 0.2, "vs_baseline_hi": d + 0.2, "vs_baseline_p_adj": p,
+                    "withheld": "", "correction": correction, "rho": np.nan, "partial_rho_clean": np.nan})
+    return pd.DataFrame(out)
+
+
+def test_board_sentences_come_from_the_statistics():
+    """The verdict names the tie the corrected test cannot break, and calls a margin significant only by its
+    corrected p-value. Catches: a board that crowns the first rank alone, that reads 'beats the baseline' off
+    a positive point estimate, or that ranks a test-label metric."""
     from ncbench.analysis._board import _verdict
 
-    def row(pred, role, psi):
-        return {"predictor": pred, "role": role, "psi": psi, "tau": psi, "tau_lo": psi - 0.1, "tau_hi": psi + 0.1,
-                "pgdl": 10.0, "direction": "d", "beats_num_parameters_psi": False, "beats_num_parameters_mae": False,
-                "beats_train_margin_p10_psi": False, "beats_train_margin_p10_mae": False}
-
-    rows = pd.DataFrame([row("test.ncc_accuracy", "collapse", 0.99), row("final_train_loss", "baseline", -0.5),
-                         row("train.cdnv", "collapse", -0.4)])
+    rows = _board_rows(
+        ("train.cdnv", "train", 1, -0.8, True, 0.5, 0.2),
+        ("val.nc1", "val", 2, -0.7, True, 0.4, 0.01),
+        ("sum_squared_weights", "measures", 3, -0.3, False, np.nan, np.nan),
+        ("test.ncc_accuracy", "test-labels", np.nan, 0.99, None, np.nan, np.nan))
     text = _verdict("test_accuracy", rows)
-    assert text.startswith("Best collapse metric from the training data for `test_accuracy`: `train.cdnv`")
-    assert "Best on held-out data (uses the test labels) for `test_accuracy`: `test.ncc_accuracy`" in text
-    assert "A baseline ranks above every training-data collapse metric: `final_train_loss`, Ψ = -0.500" in text
+    assert "`train.cdnv` (train) comes first" in text
+    assert "cannot tell 1 other(s) from it, so the best is a tie among them: `val.nc1`." in text
+    assert ("The best collapse predictor is `train.cdnv` (train), Ψ = -0.800 [-0.900, -0.700]. Against the best "
+            "baseline, `sum_squared_weights`, its |Ψ| is larger by +0.500 [+0.300, +0.700] (paired over the grid's "
+            "lines): not significant after the holm correction (p = 0.2)") in text
+    assert ("The best held-out collapse predictor is `val.nc1` (val), Ψ = -0.700 [-0.800, -0.600]. Against the best "
+            "baseline, `sum_squared_weights`, its |Ψ| is larger by +0.400 [+0.200, +0.600] (paired over the grid's "
+            "lines): significant at 0.05 after the holm correction (p = 0.01)") in text
+    assert "Of the metrics that read the test labels (described, not ranked), `test.ncc_accuracy`" in text
+    withheld = rows.assign(withheld="only 4 configurations (fewer than 16)")
+    assert _verdict("test_accuracy", withheld) == ("Not ranked, no intervals or p-values: only 4 configurations "
+                                                   "(fewer than 16).")

@@ -116,3 +116,103 @@ def test_torch_export_archive_needs_trust_and_recovers_fc(tmp_path, digits_model
     torch.export.save(torch.export.export(Doubled(digits_model).eval(), (digits.x_test[:4],),
                                           dynamic_shapes=({0: batch},)), str(other))
     assert model_checksum(load_checkpoint(other, trust=True)) != model_checksum(loaded)
+
+
+# ------------------------------------------------------------------------- DataParallel prefix, clear refusals
+
+def _prefixed(state, prefix="module."):
+    return {prefix + k: v for k, v in state.items()}
+
+
+@pytest.mark.parametrize("fmt", ["pt", "safetensors"])
+def test_dataparallel_prefix_is_stripped_and_said(tmp_path, digits_model, digits, fmt):
+    """A state dict saved from nn.DataParallel (every name starts with 'module.') loads, gives the same model,
+    and the model's load_note says what was done; a clean checkpoint has no note."""
+    from torch import nn
+
+    wrapped = nn.DataParallel(digits_model)
+    state = wrapped.state_dict()
+    assert all(k.startswith("module.") for k in state)
+    path = tmp_path / f"dp.{fmt}"
+    if fmt == "pt":
+        torch.save({"spec": digits_model.spec.to_dict(), "state_dict": state}, path)
+    else:
+        import json
+
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in state.items()}, str(path),
+                  metadata={"ncbench_spec": json.dumps(digits_model.spec.to_dict())})
+    loaded = load_checkpoint(path)
+    assert model_checksum(loaded) == model_checksum(digits_model)
+    with torch.no_grad():
+        assert torch.equal(loaded(digits.x_test[:16]), digits_model(digits.x_test[:16]))
+    assert loaded.load_note is not None and "stripped DataParallel's 'module.' prefix" in loaded.load_note
+
+
+def test_clean_checkpoint_has_no_load_note(digits_checkpoint):
+    assert load_checkpoint(digits_checkpoint).load_note is None
+
+
+def test_a_prefix_on_only_some_names_is_refused(tmp_path, digits_model):
+    state = dict(digits_model.state_dict())
+    first = next(iter(state))
+    state["module." + first] = state.pop(first)
+    path = tmp_path / "mixed.pt"
+    torch.save({"spec": digits_model.spec.to_dict(), "state_dict": state}, path)
+    with pytest.raises(CheckpointError, match=r"mixed.pt: weights do not fit architecture 'mlp'"):
+        load_checkpoint(path)
+    other = tmp_path / "other.pt"
+    torch.save({"spec": digits_model.spec.to_dict(), "state_dict": _prefixed(digits_model.state_dict(), "model.")},
+               other)
+    with pytest.raises(CheckpointError, match="weights do not fit"):
+        load_checkpoint(other)
+
+
+def test_pickled_pt_is_refused_in_one_plain_line_naming_the_file(tmp_path, digits_model):
+    marker = tmp_path / "code-ran"
+    path = tmp_path / "evil.pt"
+    torch.save({"spec": digits_model.spec.to_dict(), "state_dict": {}, "payload": _Exploit(marker)}, path)
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(path)
+    msg = str(err.value)
+    assert str(path) in msg and "\n" not in msg and "\x1b" not in msg
+    assert "GLOBAL posix.system" in msg or "GLOBAL os.system" in msg or "GLOBAL nt.system" in msg
+    assert "In PyTorch 2.6" not in msg  # torch's advice about torch.load is not ours to give
+    assert msg.endswith("(ncbench.models.save_checkpoint writes the former)")  # whole, not cut off
+    assert not marker.exists()
+
+
+def test_torch_error_text_is_cleaned_not_cut_mid_word(tmp_path, monkeypatch, digits_model):
+    """torch's refusal with terminal colour codes and a long tail: one plain line, words kept whole."""
+    from ncbench import models as M
+
+    noisy = ("Weights only load failed. In PyTorch 2.6, we changed the default. Do it only if you got the file from a "
+             "trusted source.\n\n\x1b[1mTrying to load unsupported GLOBAL evil.payload\x1b[0m whose module evil is "
+             "blocked and " + "additionally " * 30 + "\n\nCheck the documentation of torch.load to learn more")
+    monkeypatch.setattr(M.torch, "load", lambda *a, **k: (_ for _ in ()).throw(pickle.UnpicklingError(noisy)))
+    path = tmp_path / "noisy.pt"
+    path.write_bytes(b"x")
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(path)
+    msg = str(err.value)
+    assert "\x1b" not in msg and "\n" not in msg and str(path) in msg
+    assert "Trying to load unsupported GLOBAL evil.payload whose module evil is blocked" in msg
+    detail = msg.split("torch's weights-only loader: ")[1].split(")")[0]
+    source_words = set(M._ANSI.sub("", noisy).split())
+    assert all(w in source_words or w == "..." for w in detail.split())
+
+
+@pytest.mark.parametrize("spec,message", [
+    ({}, r"the architecture spec is empty; expected keys arch, num_classes, input_shape"),
+    ({"arch": "mlp"}, r"malformed architecture spec \(missing \['num_classes', 'input_shape'\]\)"),
+    ({"arch": "mlp", "num_classes": 10, "input_shape": [1, 8, 8], "colour": 1}, r"unknown \['colour'\]"),
+    ({"arch": "mlp", "num_classes": "ten", "input_shape": [1, 8, 8]}, r"malformed architecture spec \(.*ten.*\)"),
+    ("mlp", r"the architecture spec must be a mapping; got str"),
+])
+def test_empty_or_malformed_spec_names_the_file(tmp_path, digits_model, spec, message):
+    path = tmp_path / "bad-spec.pt"
+    torch.save({"spec": spec, "state_dict": digits_model.state_dict()}, path)
+    with pytest.raises(CheckpointError, match=message) as err:
+        load_checkpoint(path)
+    assert str(err.value).startswith(f"{path}: ") and "\n" not in str(err.value)

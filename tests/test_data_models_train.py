@@ -68,7 +68,7 @@ def test_every_model_forward_features_and_one_step(name):
 
 
 def test_create_model_refuses_unknown_arguments():
-    with pytest.raises(InputError, match=r"takes no argument\(s\) \['widht'\]; its arguments are \['width', 'depth'\]"):
+    with pytest.raises(InputError, match=r"takes no argument\(s\) \['widht'\]; its arguments are \['width', 'depth', 'dropout'\]"):
         create_model("mlp", input_shape=(1, 8, 8), num_classes=10, widht=3)
 
 

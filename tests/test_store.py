@@ -221,10 +221,11 @@ def test_results_list(store):
     store.put_failure(hex_id("bad"), sweep="grid", axes={"model_args.width": 64, "seed": 0}, dataset="digits",
                       model="mlp", config={}, error="ValueError: boom\nmore")
     code, out, _ = cli("results", "list", "--store", store.path)
-    assert code == 0 and out.strip() == "grid: 4 jobs, 3 done, 1 failed"
+    # registered without its grid (put_sweep without cells): counted from what is stored, and said so
+    assert code == 0 and out.strip().startswith("grid: 4 jobs stored, 3 done, 1 failed; its grid is not recorded")
     code, out, _ = cli("results", "list", "--store", store.path, "--sweep", "grid")
     lines = out.strip().splitlines()
-    assert len(lines) == 4 and "failed" in lines[3] and "ValueError: boom" in lines[3] and "more" not in lines[3]
+    assert len(lines) == 5 and "failed" in lines[3] and "ValueError: boom" in lines[3] and "more" not in lines[3]
     code, _, err = cli("results", "list", "--store", store.path.parent / "none.sqlite")
     assert code == 2 and "no results store" in err
 
@@ -247,4 +248,37 @@ def test_import_folder_skips_non_records_and_never_duplicates(store, tmp_path):
     assert (again.imported, again.already_stored) == (0, 4)  # a second import writes nothing new
     assert len(store.statuses()) == 3 and len(store.members("imported")) == 3
     code, out, _ = cli("results", "import", folder, "--store", store.path)
-    assert code == 0 and out.startswith("imported 0 record(s)") and "3 file(s) skipped" in out
+    assert code == 0 and out.startswith("imported 0 record(s)") and "; 3 skipped" in out
+
+
+def test_exports_carry_no_float_noise_and_records_stay_exact(store, tmp_path):
+    """1.0 - 0.683 is 0.31699999999999995 in float64: the table export writes 0.317 (15 significant digits),
+    the frame keeps full precision, the jsonl export keeps every record bit for bit. Catches: writing
+    frame.to_csv directly (the noise), rounding inside the frame, rounding too coarsely (0.123456789012 kept)."""
+    store.put_record(make_record(hex_id("n"), sweep="s", axes={"seed": 0}, train_acc=1.0, test_acc=0.683,
+                                 nc1=(0.123456789012, 0.5)))
+    frame = load_frame(store, sweep="s")
+    assert frame["generalization_gap"].iloc[0] == 1.0 - 0.683 != 0.317  # the frame: exact float64
+    data, _ = export_results(store, fmt="csv", sweep="s")
+    row = pd.read_csv(__import__("io").BytesIO(data)).iloc[0]
+    assert row["generalization_gap"] == 0.317 and row["train.nc1"] == 0.123456789012
+    assert b"0.31699999999999995" not in data and b",0.317," in data
+    data, _ = export_results(store, fmt="jsonl", sweep="s")
+    assert json.loads(data) == store.records(sweep="s")[0]
+
+
+def test_import_reads_jsonl_lines_and_names_the_bad_ones(store, tmp_path):
+    good = [make_record(hex_id(k), sweep="s", axes={"seed": k}) for k in range(2)]
+    path = tmp_path / "records.jsonl"
+    path.write_text(json.dumps(good[0]) + "\n\n{broken\n" + json.dumps({"kind": "x"}) + "\n" + json.dumps(good[1])
+                    + "\n")
+    report = import_records(store, path, sweep="extra")
+    assert (report.imported, report.already_stored) == (2, 0)
+    assert [(w.rsplit("/", 1)[-1], why[:8]) for w, why in report.skipped] == [("records.jsonl:3", "not JSON"),
+                                                                             ("records.jsonl:4", "not an n")]
+    assert set(store.members("s")) == set(store.members("extra")) == {hex_id(0), hex_id(1)}
+    (tmp_path / "x.txt").write_text("x")
+    with pytest.raises(InputError, match="x.txt is not a record file"):
+        import_records(store, tmp_path / "x.txt")
+    code, _, err = cli("results", "export", "--store", store.path, "--format", "csv", "-o", tmp_path / "r.jsonl")
+    assert code == 2 and "--format csv but -o" in err

@@ -4,6 +4,7 @@ import copy
 import json
 import os
 import pickle
+import re
 import signal
 import subprocess
 import sys
@@ -169,12 +170,66 @@ def test_resume_after_an_interrupt_runs_each_job_once(store):
     g = grid(seed=[0, 1, 2, 3])
     first = run_sweep(g, store=store, job_fn=Counting(interrupt_at=3), progress=False)
     assert first.user_interrupt and first.exit_code == 130 and first.done == 2
-    assert [i["cell"] for i in first.interrupted] == [2]
+    assert [i["cell"] for i in first.interrupted] == [2, 3]
     job = Counting()
     second = run_sweep(g, store=store, job_fn=job, progress=False)
     assert job.calls == [2, 3] and second.already_done == 2 and second.exit_code == 0
     frame = load_frame(store, sweep="t")
     assert sorted(frame["seed"]) == [0, 1, 2, 3] and frame["job_id"].is_unique
+
+
+def test_ctrl_c_counts_every_unfinished_job_against_the_grid(store):
+    """Issue 18: after Ctrl-C a sweep named only the job that was running (5 of 6 unfinished jobs counted), and
+    `results list` showed a 12-cell grid as "6 jobs, 6 done". Catches: counting the executor's running jobs
+    instead of every job the call set out to run; a store that counts only the jobs it holds."""
+    from ncbench.sweep import format_report
+
+    g = grid(seed=[0, 1, 2, 3, 4, 5])
+    report = run_sweep(g, store=store, job_fn=Counting(interrupt_at=3), progress=False)
+    assert [i["cell"] for i in report.interrupted] == [2, 3, 4, 5]  # the running one and the three not started
+    text = format_report(report)
+    assert "4 job(s) did not finish and run again on the next call: cells 2 {seed: 2}, 3 {seed: 3}, 4 " in text
+    assert "the grid now: 2 of 6 jobs done, 0 failed, 4 not stored" in text
+    code, out, _ = cli("results", "list", "--store", store.path)
+    assert code == 0 and out.strip() == "t: 6 jobs in the grid: 2 done, 0 failed, 4 missing"
+    code, out, _ = cli("results", "list", "--store", store.path, "--sweep", "t")
+    lines = out.strip().splitlines()
+    assert [line.split()[1] for line in lines[:6]] == ["done"] * 2 + ["missing"] * 4
+    assert "{seed: 5}" in lines[5] and lines[6] == "t: 6 jobs in the grid: 2 done, 0 failed, 4 missing"
+    # a failure is counted as failed, not missing; the next call runs only what is not stored
+    store.put_failure(report.interrupted[0]["job_id"], sweep="t", axes={"seed": 2}, dataset="digits", model="mlp",
+                      config={}, error="boom", cell=2)
+    assert [r for r in store.summary() if r["sweep"] == "t"][0] == {
+        "sweep": "t", "jobs": 3, "grid": 6, "done": 2, "failed": 1, "missing": 3, "outside": 0}
+    job = Counting()
+    again = run_sweep(g, store=store, job_fn=job, progress=False)
+    assert job.calls == [3, 4, 5] and again.interrupted == [] and again.grid_missing == 0
+
+
+def test_an_older_store_is_migrated_and_says_its_grid_is_unknown(tmp_path):
+    """A layout-1 file (before grids were recorded) opens, is migrated to layout 2 in place, keeps its jobs, and
+    says that its sweep's grid is unknown until the sweep runs again. Catches: a migration that is missing
+    (no such table: sweep_cells), that does not bump user_version, or that invents a grid from the members."""
+    import sqlite3
+
+    from ncbench.store import STORE_VERSION
+    from ncbench.store._db import _SCHEMA
+
+    path = tmp_path / "old.sqlite"
+    with sqlite3.connect(path) as conn:
+        conn.executescript(_SCHEMA)  # layout 1: jobs, sweep_jobs, sweeps
+        conn.execute("PRAGMA user_version = 1")
+    g = grid(seed=[0, 1, 2])
+    with ResultsStore(path) as st:
+        run_sweep(g, store=st, job_fn=Counting(interrupt_at=2), progress=False)  # the migration runs first
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == STORE_VERSION == 2
+        conn.execute("DELETE FROM sweep_cells")  # as a layout-1 store left it: members only, no grid
+    code, out, _ = cli("results", "list", "--store", path)
+    assert out.startswith("t: 1 jobs stored, 1 done, 0 failed; its grid is not recorded")
+    with ResultsStore(path) as st:
+        run_sweep(g, store=st, job_fn=Counting(), progress=False)
+        assert st.summary()[0]["grid"] == 3 and st.summary()[0]["missing"] == 0
 
 
 def test_a_job_of_another_sweep_is_reused_not_rerun(store):
@@ -255,7 +310,8 @@ def test_run_job_hands_the_job_to_evaluate_job(monkeypatch, tmp_path):
     finally:
         torch.set_num_threads(old)
     assert seen["sweep"] == {"name": "s", "axes": {"seed": 0}} and seen["checkpoint_dir"] == str(tmp_path)
-    assert seen["progress"] is False and seen["threads"] == 1 and seen["cfg"].model_args == {"width": 16, "depth": 1}
+    assert seen["progress"] is False and seen["threads"] == 1
+    assert {k: seen["cfg"].model_args[k] for k in ("width", "depth")} == {"width": 16, "depth": 1}
 
 
 def test_options_are_checked(store):
@@ -333,6 +389,10 @@ def test_ctrl_c_stops_the_pool_cleanly(tmp_path):
     with ResultsStore(store_path) as st:
         statuses = st.statuses()
     assert 1 <= len(statuses) < 6 and set(statuses.values()) == {"done"}
+    # every job that is not stored is named, the queued ones too (the pool's running futures alone were one short)
+    unfinished = int(re.search(r"(\d+) job\(s\) did not finish", out).group(1))
+    assert unfinished == 6 - len(statuses), out
+    assert f"the grid now: {len(statuses)} of 6 jobs done, 0 failed, {unfinished} not stored" in out
     assert group_ends(proc.pid), "worker processes outlived the interrupted driver"
 
 
@@ -570,3 +630,39 @@ def test_an_edited_grid_is_what_its_frame_shows(store):
     assert len(store.statuses()) == 3
     run_sweep(grid(seed=[0, 1, 2]), store=store, job_fn=job, progress=False)
     assert len(load_frame(store, sweep="t")) == 3 and job.calls == [0, 1, 2]
+
+
+def test_an_export_resumes_the_sweep_elsewhere(store, tmp_path):
+    """Export a half-run sweep as records.jsonl.gz, import it into a fresh store (another machine): the dry run
+    says the exported jobs are done, the next run computes only the rest, nothing is stored twice. Catches: an
+    import that reads only *.json files; an import that drops provenance.sweep (the jobs would not be the
+    sweep's); a gzip export with a timestamp (two exports of the same jobs would differ)."""
+    import gzip
+
+    g = grid(seed=[0, 1, 2, 3])
+    run_sweep(g, store=store, job_fn=Counting(interrupt_at=4), progress=False)  # 3 of 4 done
+    out = tmp_path / "export" / "records.jsonl.gz"
+    out.parent.mkdir()
+    code, _, err = cli("results", "export", "--store", store.path, "--sweep", "t", "-o", out)
+    assert code == 0 and "wrote 3 job(s)" in err
+    first = out.read_bytes()
+    assert first[4:8] == b"\0\0\0\0"  # gzip mtime field: no timestamp
+    code, _, _ = cli("results", "export", "--store", store.path, "--sweep", "t", "-o", out, "--force")
+    assert out.read_bytes() == first
+    assert [json.loads(x) for x in gzip.decompress(first).splitlines()] == store.records(sweep="t")
+
+    fresh = tmp_path / "elsewhere" / "results.sqlite"
+    code, out_text, _ = cli("results", "import", out, "--store", fresh)
+    assert code == 0 and out_text.startswith("imported 3 record(s)")
+    with ResultsStore(fresh) as st:
+        assert {a["seed"] for a in st.members("t").values()} == {0, 1, 2}  # membership kept, with axes
+        dry = run_sweep(g, store=st, dry_run=True, estimate=False)
+        assert (dry.total, dry.already_done, dry.to_run) == (4, 3, 1)
+        job = Counting()
+        run_sweep(g, store=st, job_fn=job, progress=False)
+        assert job.calls == [3] and len(st.statuses()) == 4
+        assert st.summary()[0] == {"sweep": "t", "jobs": 4, "grid": 4, "done": 4, "failed": 0, "missing": 0,
+                                   "outside": 0}
+    # importing the same export again, or the folder holding it, duplicates nothing
+    code, out_text, _ = cli("results", "import", out.parent, "--store", fresh)
+    assert out_text.startswith("imported 0 record(s) into") and "3 already stored" in out_text

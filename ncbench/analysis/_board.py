@@ -1,49 +1,59 @@
-"""The measures board, ``leaderboards/measures/<sweep>/``: which measures predict each target, ranked by Psi.
+"""The measures board, ``leaderboards/measures/<sweep>/``: which measures predict each target, what is significant.
 
-``measures.csv`` holds the numbers, ``board.json`` the metadata (sweep, command, number of models, source), and
-``README.md`` is rendered from those two alone, byte for byte the same every time (no timestamps, fixed float
-formats, a stable order with tie-breakers), so a renderer can rebuild every board from the committed files.
+``measures.csv`` holds the numbers, ``board.json`` the metadata (sweep, command, number of models, source, the
+table's warnings), and ``README.md`` is rendered from those two alone, byte for byte the same every time (no
+timestamps, fixed float formats, a stable order with tie-breakers), so a renderer can rebuild every board from
+the committed files. Every sentence of the README is worded from the statistics (intervals, corrected
+p-values), never from a rank alone.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from .._errors import InputError
-from .._io import dumps
+from .._io import dumps, write_replace
+from ._frame import BASELINE_FAMILY, COLLAPSE_FAMILIES, FAMILIES, HELD_OUT_FAMILIES, family_of, is_robustness_target
 from ._regress import COMPARED, beats_column
-from .._io import write_replace
-from ._tables import check_table, fmt, fmt_ci, psi_axes, ranked, yes_no
+from ._stats import ALPHA, CORRECTIONS, MIN_CONFIGS, MIN_LINES, NOISE_RATIO
+from ._tables import check_table, fmt, fmt_ci, fmt_p, p_is, psi_axes, rank_text, ranked, yes_no
 
 CSV_NAME, META_NAME, README_NAME = "measures.csv", "board.json", "README.md"
-BOARD_FORMAT = 1
+BOARD_FORMAT = 2
+#: Formats this ncbench renders (1: before families, intervals on Psi and corrected p-values).
+READ_FORMATS = (1, 2)
 #: Significant digits of the numbers in measures.csv (a committed file: machine-level float noise stays out).
 CSV_FLOAT = "%.6g"
-_META_KEYS = ("command", "format", "n_models", "source_note", "sweep")
-_BASELINE_WORDS = {"num_parameters": "parameter count", "train_margin_p10": "the train margin (p10)"}
+_META_KEYS = ("command", "format", "n_models", "source_note", "sweep", "warnings")
+_TEXT = ("target", "predictor", "family", "role", "direction", "note", "withheld", "baseline", "best_predictor",
+         "correction")
 
 
 def board_columns(axes) -> list[str]:
-    return ["target", "rank", "predictor", "role", "psi", *(f"psi[{a}]" for a in axes),
-            "tau", "tau_lo", "tau_hi", "rho", "rho_lo", "rho_hi", "partial_rho", "pgdl", "pgdl_no_self",
-            "mae", "mae_mean", "mae_all_collapse",
-            *(beats_column(b, by) for b in COMPARED for by in ("psi", "mae")),
-            "n_configs", "direction", "note"]
+    """The columns of ``measures.csv``, in order."""
+    return ["target", "rank", "predictor", "family", "role", "reads_test_labels", "tied_with_best",
+            "psi", "psi_lo", "psi_hi", "psi_p", "psi_p_adj", *(f"psi[{a}]" for a in axes),
+            *(f"psi_lo[{a}]" for a in axes), *(f"psi_hi[{a}]" for a in axes),
+            "tau", "tau_lo", "tau_hi", "rho", "rho_lo", "rho_hi", "partial_rho",
+            "partial_rho_clean", "partial_rho_clean_lo", "partial_rho_clean_hi", "clean_share",
+            "pgdl", "pgdl_no_self", "sign_error_mean", "sign_error_p90", "sign_error_max", "sign_error_envs",
+            "sign_error_envs_total", "best_predictor", "best_diff", "best_diff_lo", "best_diff_hi", "best_p_adj",
+            "baseline", "vs_baseline", "vs_baseline_lo", "vs_baseline_hi", "vs_baseline_p", "vs_baseline_p_adj",
+            "mae", "mae_mean", "mae_all_collapse", *(beats_column(b, by) for b in COMPARED for by in ("psi", "mae")),
+            "n_configs", "target_ok", "target_n_points", "target_noise_se", "target_spread", "target_snr",
+            "withheld", "correction", "direction", "note"]
 
 
 def _board_frame(table: pd.DataFrame) -> pd.DataFrame:
     axes = psi_axes(table)
     cols = board_columns(axes)
-    check_table(table, [c for c in cols if c != "rank"])
-    parts = []
-    for _, rows in ranked(table):
-        rows = rows.copy()
-        rows.insert(1, "rank", range(1, len(rows) + 1))
-        parts.append(rows[cols])
-    return pd.concat(parts, ignore_index=True)
+    check_table(table, cols)
+    return pd.concat([rows[cols] for _, rows in ranked(table)], ignore_index=True)
 
 
 def write_measures_board(table: pd.DataFrame, board_dir, *, sweep: str, command: str, n_models: int,
@@ -53,7 +63,7 @@ def write_measures_board(table: pd.DataFrame, board_dir, *, sweep: str, command:
     Parameters
     ----------
     table : DataFrame
-        What :func:`regress` returns.
+        What :func:`regress` returns (its ``attrs["warnings"]`` go into board.json).
     board_dir : path
         Usually ``leaderboards/measures/<sweep>/``.
     sweep : str
@@ -71,7 +81,7 @@ def write_measures_board(table: pd.DataFrame, board_dir, *, sweep: str, command:
         measures.csv, board.json, README.md.
     """
     meta = _check_meta({"sweep": sweep, "command": command, "n_models": n_models, "source_note": source_note,
-                        "format": BOARD_FORMAT})
+                        "format": BOARD_FORMAT, "warnings": [str(w) for w in table.attrs.get("warnings", [])]})
     board = _board_frame(table)
     board_dir = Path(board_dir)
     csv = board.to_csv(index=False, lineterminator="\n", float_format=CSV_FLOAT).encode()
@@ -80,17 +90,22 @@ def write_measures_board(table: pd.DataFrame, board_dir, *, sweep: str, command:
 
 
 def _check_meta(meta) -> dict:
-    if not isinstance(meta, dict) or sorted(meta) != sorted(_META_KEYS):
-        got = sorted(meta) if isinstance(meta, dict) else type(meta).__name__
-        raise InputError(f"board metadata must have exactly the keys {list(_META_KEYS)}; got {got}")
+    if not isinstance(meta, dict):
+        raise InputError(f"board metadata must be a JSON object; got {type(meta).__name__}")
+    if meta.get("format") == 1 and "warnings" not in meta:
+        meta = {**meta, "warnings": []}
+    if sorted(meta) != sorted(_META_KEYS):
+        raise InputError(f"board metadata must have exactly the keys {list(_META_KEYS)}; got {sorted(meta)}")
     for key in ("sweep", "command", "source_note"):
         if not isinstance(meta[key], str) or (key != "source_note" and not meta[key].strip()):
             raise InputError(f"board {key} must be a non-empty string; got {meta[key]!r}")
     n = meta["n_models"]
     if isinstance(n, bool) or not isinstance(n, int) or n < 0:
         raise InputError(f"n_models must be a whole number >= 0; got {n!r}")
-    if meta["format"] != BOARD_FORMAT:
-        raise InputError(f"board format {meta['format']!r} is not the one this ncbench writes ({BOARD_FORMAT}); "
+    if not isinstance(meta["warnings"], list) or not all(isinstance(w, str) for w in meta["warnings"]):
+        raise InputError(f"board warnings must be a list of strings; got {meta['warnings']!r}")
+    if meta["format"] not in READ_FORMATS:
+        raise InputError(f"board format {meta['format']!r} is not one this ncbench renders {list(READ_FORMATS)}; "
                          "regenerate the board with ncbench regress --board")
     return meta
 
@@ -106,9 +121,18 @@ def _read(board_dir: Path) -> tuple[dict, pd.DataFrame]:
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise InputError(f"{meta_path}: not JSON ({err})") from None
     meta = _check_meta(meta)
-    board = pd.read_csv(csv_path, dtype={"target": str, "predictor": str, "role": str, "direction": str,
-                                         "note": str}, keep_default_na=False, na_values=[""])
+    board = pd.read_csv(csv_path, dtype={c: str for c in _TEXT}, keep_default_na=False, na_values=[""])
     check_table(board, ["target", "rank", "predictor", "psi", "tau", "n_configs"])
+    for c in _TEXT:
+        board[c] = board[c].fillna("").astype(str) if c in board.columns else ""
+    if "family" not in board.columns or not board["family"].str.len().all():
+        board["family"] = board["predictor"].map(family_of)
+    if "reads_test_labels" not in board.columns:  # format 1 ranked the test-label family too
+        board["reads_test_labels"] = board["family"] == "test-labels"
+        board.loc[board["reads_test_labels"], "rank"] = np.nan
+    for c in board_columns(psi_axes(board)):
+        if c not in board.columns:
+            board[c] = np.nan
     return meta, board
 
 
@@ -116,50 +140,205 @@ def _cell(text) -> str:
     return str(text).replace("|", "\\|")
 
 
-def _is_yes(v) -> bool:
-    return yes_no(v) == "yes"
+def _num(v) -> float:
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        return math.nan
+    return v
 
 
-def _best_sentence(label: str, target: str, best) -> str:
-    parts = []
-    for b in COMPARED:
-        by_psi, by_mae = best[beats_column(b, "psi")], best[beats_column(b, "mae")]
-        if yes_no(by_psi) == "n/a":
-            parts.append(f"{_BASELINE_WORDS[b]} is not in the results")
-        else:
-            parts.append(f"{'beats' if _is_yes(by_psi) else 'does not beat'} {_BASELINE_WORDS[b]} by |Ψ| and "
-                         f"{'beats' if _is_yes(by_mae) else 'does not beat'} it by MAE")
-    return (f"{label} for `{target}`: `{best['predictor']}`, Ψ = {fmt(best['psi'])}, "
-            f"τ = {fmt_ci(best['tau'], best['tau_lo'], best['tau_hi'])}, PGDL {fmt(best['pgdl'], '.1f')} "
-            f"({best['direction']}); it " + "; it ".join(parts) + ".")
+def _significant(p) -> bool:
+    return _num(p) < ALPHA
+
+
+def _correction_name(rows: pd.DataFrame) -> str:
+    c = str(rows["correction"].iloc[0]) if len(rows) else ""
+    return c if c else "no"
+
+
+def _psi_text(r) -> str:
+    return f"Ψ = {fmt_ci(r['psi'], r['psi_lo'], r['psi_hi'])}"
+
+
+def _margin_sentence(label: str, r, corr: str) -> str:
+    """The best predictor of a group against the best baseline, worded from the paired interval and p-value."""
+    d, lo, hi, p = _num(r["vs_baseline"]), r["vs_baseline_lo"], r["vs_baseline_hi"], r["vs_baseline_p_adj"]
+    base = f"{label} is `{r['predictor']}` ({r['family']}), {_psi_text(r)}"
+    if not r["baseline"] or math.isnan(d):
+        return base + "; there is no baseline to compare it with."
+    side = "larger" if d > 0 else "smaller" if d < 0 else "no different"
+    if _significant(p):
+        verdict = f"significant at {ALPHA:g} after the {corr} correction ({p_is(p)})"
+        if d < 0:
+            verdict += "; the baseline is the better predictor"
+    else:
+        verdict = (f"not significant after the {corr} correction ({p_is(p)}): on this grid the two cannot be "
+                   "told apart")
+    return (f"{base}. Against the best baseline, `{r['baseline']}`, its |Ψ| is {side} by "
+            f"{fmt_ci(d, lo, hi)} (paired over the grid's lines): {verdict}.")
+
+
+def _clean_sentence(target: str, r) -> str:
+    rho, part = _num(r["rho"]), _num(r["partial_rho_clean"])
+    if math.isnan(part):
+        return ""
+    lo, hi = _num(r["partial_rho_clean_lo"]), _num(r["partial_rho_clean_hi"])
+    share = _num(r["clean_share"])
+    if math.isnan(share):
+        kept = ""
+    elif share < 0:
+        kept = "; the association reverses"
+    else:
+        kept = f"; {share:.0%} of it survives"
+    zero = "" if math.isnan(lo) else ("; the interval includes 0" if lo <= 0 <= hi else "; the interval excludes 0")
+    return (f"`{r['predictor']}`: Spearman ρ = {fmt(rho)} with `{target}`, {fmt_ci(part, r['partial_rho_clean_lo'], r['partial_rho_clean_hi'])} "
+            f"with clean accuracy held fixed{kept}{zero}.")
 
 
 def _verdict(target: str, rows: pd.DataFrame) -> str:
-    """The best collapse metric by |Psi| from the training data alone (``train.*``: the honest predictor, as in
-    Jiang et al. and PGDL), then the best on held-out data (``test.*``, which uses the test labels), whether
-    they beat both baselines, and the best baseline when one ranks above every training-data metric."""
-    collapse = rows[(rows["role"] == "collapse") & rows["psi"].notna()]
+    """The sentences of one target, from its rows (display order): the first rank and what the corrected
+    paired test ties with it, the best collapse predictor and the best held-out one against the best
+    baseline, robustness given clean accuracy, and the test-label family described apart."""
+    r0 = rows.iloc[0]
+    if r0["withheld"]:
+        return f"Not ranked, no intervals or p-values: {r0['withheld']}."
+    corr = _correction_name(rows)
+    ranked_rows = rows[rows["rank"].notna()]
+    out = []
+    if ranked_rows.empty:
+        out.append(f"No predictor that reads no test label has a defined Ψ for `{target}`.")
+    else:
+        first = ranked_rows[ranked_rows["rank"] == ranked_rows["rank"].min()]
+        lead = first.iloc[0]
+        if len(first) > 1:
+            names = ", ".join(f"`{p}`" for p in first["predictor"])
+            out.append(f"Ranked by |Ψ| among the {len(ranked_rows)} predictors that read no test label, {names} share "
+                       f"the first rank (equal |Ψ|, {fmt(abs(_num(lead['psi'])), '.3f')}).")
+        else:
+            out.append(f"Ranked by |Ψ| among the {len(ranked_rows)} predictors that read no test label, "
+                       f"`{lead['predictor']}` ({lead['family']}) comes first: {_psi_text(lead)}, corrected "
+                       f"{p_is(lead['psi_p_adj'])} for Ψ = 0.")
+        tied = ranked_rows[(ranked_rows["rank"] > ranked_rows["rank"].min())
+                           & ranked_rows["tied_with_best"].map(lambda v: yes_no(v) == "yes")]
+        if len(tied):
+            out.append(f"The corrected paired test of the |Ψ| difference cannot tell {len(tied)} other(s) from it, "
+                       f"so the best is a tie among them: " + ", ".join(f"`{p}`" for p in tied["predictor"]) + ".")
+        elif len(ranked_rows) > len(first):
+            out.append("Every other predictor's |Ψ| is below it by a margin the corrected paired test supports.")
+    collapse = ranked_rows[ranked_rows["family"].isin(COLLAPSE_FAMILIES)]
     if collapse.empty:
-        return f"No collapse metric has a defined Ψ for `{target}`."
-    train = collapse[collapse["predictor"].str.startswith("train.")]
-    held_out = collapse[collapse["predictor"].str.startswith("test.")]
-    sentences = []
-    if not train.empty:
-        sentences.append(_best_sentence("Best collapse metric from the training data", target, train.iloc[0]))
-    if not held_out.empty:
-        sentences.append(_best_sentence("Best on held-out data (uses the test labels)", target, held_out.iloc[0]))
-    baselines = rows[(rows["role"] == "baseline") & rows["psi"].notna()]
-    if not train.empty and not baselines.empty and abs(baselines.iloc[0]["psi"]) > abs(train.iloc[0]["psi"]):
-        top = baselines.iloc[0]
-        sentences.append(f"A baseline ranks above every training-data collapse metric: `{top['predictor']}`, "
-                         f"Ψ = {fmt(top['psi'])}.")
-    text = " ".join(sentences)
-    if all(yes_no(collapse.iloc[0][beats_column(b, "psi")]) != "n/a" for b in COMPARED):
-        winners = [f"`{r['predictor']}`" for _, r in collapse.iterrows()
-                   if all(_is_yes(r[beats_column(b, "psi")]) for b in COMPARED)]
-        text += (f" Collapse metrics that beat both baselines by |Ψ|: {', '.join(winners)}." if winners else
-                 " No collapse metric beats both baselines by |Ψ|.")
-    return text
+        out.append("No collapse predictor that reads no test label is in the results.")
+    else:
+        out.append(_margin_sentence("The best collapse predictor", collapse.iloc[0], corr))
+    held = ranked_rows[ranked_rows["family"].isin(HELD_OUT_FAMILIES)]
+    if held.empty:
+        out.append("No held-out collapse predictor (`val.*`, `val_pred.*`, `test_pred.*`) is in the results.")
+    else:
+        out.append(_margin_sentence("The best held-out collapse predictor", held.iloc[0], corr))
+    if is_robustness_target(target):
+        picks = [g.iloc[0] for g in (collapse, ranked_rows[ranked_rows["family"] == BASELINE_FAMILY]) if len(g)]
+        clean = [s for s in (_clean_sentence(target, r) for r in picks) if s]
+        if clean:
+            out.append("Robustness given clean accuracy (partial Spearman controlling for `test_accuracy`): "
+                       + " ".join(clean))
+    labels = rows[rows["reads_test_labels"].map(lambda v: yes_no(v) == "yes") & rows["psi"].notna()]
+    if len(labels):
+        top = labels.iloc[int(np.argmax(labels["psi"].abs().to_numpy()))]
+        out.append(f"Of the metrics that read the test labels (described, not ranked), `{top['predictor']}` has the "
+                   f"largest |Ψ|: {_psi_text(top)}.")
+    return " ".join(out)
+
+
+def _target_line(rows: pd.DataFrame) -> str:
+    r0 = rows.iloc[0]
+    n, se, spread, snr = (_num(r0[c]) for c in ("target_n_points", "target_noise_se", "target_spread", "target_snr"))
+    if math.isnan(se):
+        return (f"Spread of the configuration means: {fmt(spread, '.4f')} (no binomial noise model for this target, "
+                "so its noise is not checked).")
+    return (f"{fmt(n, '.0f')} points behind each value; binomial standard error of a configuration mean "
+            f"{fmt(se, '.4f')}, standard deviation of the configuration means {fmt(spread, '.4f')} "
+            f"({fmt(snr, '.1f')} times the noise; ranked from {NOISE_RATIO:g}).")
+
+
+def _table(rows: pd.DataFrame, axes, robust: bool, ranked_table: bool) -> list[str]:
+    head = (["rank"] if ranked_table else []) + ["predictor", "Ψ [95 % CI]"] + (["p (corr.)"] if ranked_table else [])
+    head += [f"ψ {a}" for a in axes] + ["τ [95 % CI]", "partial ρ"] + (["partial ρ \\| clean [95 % CI]"] if robust
+                                                                       else [])
+    head += ["PGDL", "PGDL (no self)", "sign-error mean / p90 / max"]
+    if ranked_table:
+        head += ["Δ\\|Ψ\\| vs best baseline [95 % CI]", "p (corr.)", "tied with the best"]
+    head += ["MAE"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for _, r in rows.iterrows():
+        cells = ([rank_text(r["rank"])] if ranked_table else []) + [f"`{r['predictor']}`",
+                                                                    fmt_ci(r["psi"], r["psi_lo"], r["psi_hi"])]
+        if ranked_table:
+            cells.append(fmt_p(r["psi_p_adj"]))
+        cells += [fmt(r[f"psi[{a}]"]) for a in axes]
+        cells += [fmt_ci(r["tau"], r["tau_lo"], r["tau_hi"]), fmt(r["partial_rho"])]
+        if robust:
+            cells.append(fmt_ci(r["partial_rho_clean"], r["partial_rho_clean_lo"], r["partial_rho_clean_hi"]))
+        cells += [fmt(r["pgdl"], ".1f"), fmt(r["pgdl_no_self"], ".1f"),
+                  " / ".join(fmt(r[k], ".2f") for k in ("sign_error_mean", "sign_error_p90", "sign_error_max"))]
+        if ranked_table:
+            is_base = r["baseline"] and r["predictor"] == r["baseline"]
+            cells += ["(the baseline)" if is_base else fmt_ci(r["vs_baseline"], r["vs_baseline_lo"],
+                                                               r["vs_baseline_hi"]),
+                      fmt_p(r["vs_baseline_p_adj"]), yes_no(r["tied_with_best"])]
+        cells.append(fmt(r["mae"], ".4f"))
+        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    return lines
+
+
+def _how_to_read(board: pd.DataFrame, axes) -> list[str]:
+    corr = str(board["correction"].iloc[0]) if len(board) and board["correction"].iloc[0] else ""
+    n_tests = int(board["psi_p_adj"].notna().sum())
+    fams = ["| family | columns | ranked |", "|---|---|---|"]
+    for f in FAMILIES:
+        cols = ", ".join(f"`{p}*`" for p in f.prefixes) + ("".join(f", `{n}`" for n in f.names))
+        fams.append(f"| {f.name}: {f.title} | {cols} | {'yes' if f.ranked else 'no: described apart'} |")
+    return [
+        "## How to read it", "",
+        "Predictors come in families (by column prefix). Every family but the test-label one reads no label of a "
+        "test point, and only those families are ranked; `test.*` and `test_adv.*` use the labels of the very "
+        "points whose accuracy is the target, so they are shown apart, as description (`test.ncc_accuracy` is "
+        "itself an accuracy on the test set).", "", *fams, "",
+        "- **Ψ**, **ψ axis**: Jiang et al.'s granulated Kendall (ICLR 2020), sign form: for each axis, the mean "
+        "over the cells of the other axes (the *lines* along the axis) of the Kendall coefficient along the "
+        "line; Ψ is the mean over axes. Signed: lower nc1 going with higher accuracy is negative. Predictors are "
+        "ranked by |Ψ|; equal |Ψ| share a rank.",
+        "- **What is resampled.** Ψ's and ψ's intervals resample nothing: the lines are the sampling units (ψ_i "
+        "estimates the mean over contexts of the other axes), so ψ_i's standard error is the lines' spread; Ψ's "
+        "adds the covariance of the ψ_i from the cells their lines share (a cell lies on a line of every axis), "
+        "and intervals use Student's t with (fewest lines − 1) degrees of freedom. A difference of two "
+        "predictors' |Ψ| is computed line by line, so it is paired. τ's, ρ's and the partial ρ's intervals are "
+        "percentile bootstraps over configurations (one set of resamples for every pair). docs/statistics.md "
+        "gives the formulas and the simulation behind this choice.",
+        f"- **p (corr.)**: p-values corrected by the {CORRECTIONS.get(corr, corr or 'n/a')} method "
+        f"(statsmodels `multipletests`, `{corr or 'n/a'}`) over every predictor × target of the board, one "
+        f"correction per kind of test ({n_tests} tests of Ψ = 0; the margins over the best baseline; the "
+        "margins of the best over the rest). **Tied with the best**: the corrected paired test of the |Ψ| "
+        f"difference from the first-ranked predictor does not reject at {ALPHA:g}.",
+        "- **Δ|Ψ| vs best baseline**: |Ψ| minus that of the family-measures predictor with the largest |Ψ| "
+        "(choosing the best baseline on the same data favours the baseline).",
+        "- **τ**, **ρ**: Kendall tau-b and Spearman over configurations. **partial ρ**: Spearman with the ranks "
+        "of log(parameter count) and final training loss regressed out; **partial ρ | clean**: with the ranks of "
+        "clean test accuracy regressed out (robustness targets: how much of the robustness signal is not just "
+        "accuracy).",
+        "- **PGDL**: the PGDL competition's conditional-mutual-information score (0-100) of the measure oriented "
+        "by the sign of its τ, so a measure and its negation score the same; with and without the pairs i = i "
+        "(the competition counted them).",
+        "- **sign-error**: Dziugaite et al.'s (NeurIPS 2020) over one-axis environments (pairs of configurations "
+        "that differ in one axis; every seed against every seed), each pair of runs weighted by how far its "
+        "target difference stands above the test set's sampling noise (their Hoeffding weight minus 1/2): mean, "
+        "90th percentile and maximum over environments; 0 is best.",
+        "- **MAE**: grouped K-fold mean absolute error (groups: a grid axis) of an isotonic fit on the predictor "
+        "alone.",
+        f"- **Small designs and noisy targets**: below {MIN_CONFIGS} configurations, with fewer than {MIN_LINES} "
+        f"lines along an axis, or when a target's spread over configurations is under {NOISE_RATIO:g} times its "
+        "binomial standard error, no interval, p-value or rank is given; the generalization gap is ranked only "
+        "where training accuracy varies (docs/statistics.md).", ""]
 
 
 def render_board_readme(meta: dict, board: pd.DataFrame) -> str:
@@ -167,59 +346,42 @@ def render_board_readme(meta: dict, board: pd.DataFrame) -> str:
     n_configs = int(board["n_configs"].iloc[0]) if len(board) else 0
     lines = [f"# Measures board: {meta['sweep']}", "",
              f"Which measures predict accuracy and robustness across the {meta['n_models']} models "
-             f"({n_configs} configurations, seeds averaged) of sweep `{meta['sweep']}`? Every predictor is "
-             "ranked by |Ψ|, Jiang et al.'s granulated Kendall coefficient over the grid axes "
-             f"({', '.join(axes)}), then by |τ|.", ""]
+             f"({n_configs} configurations, seeds averaged) of sweep `{meta['sweep']}`? Grid axes: "
+             f"{', '.join(axes)}. Per target: what the statistics support, then every predictor by family.", ""]
     if meta["source_note"].strip():
         lines += [meta["source_note"].strip(), ""]
     lines += ["Regenerate with:", "", "```", meta["command"], "```", "",
               f"The numbers are in [`{CSV_NAME}`]({CSV_NAME}); this page is rendered from it and "
-              f"[`{META_NAME}`]({META_NAME}).", "",
-              "How to read it: `train.*` metrics and the baselines are computed from the training data alone, "
-              "like the measures of Jiang et al. and PGDL. `test.*` metrics measure collapse *on held-out data* "
-              "(Papyan et al.'s second question) and use the test labels: they say how collapse on test data goes "
-              "with accuracy, not how well training data predicts it; `test.ncc_accuracy` is itself an accuracy "
-              "on the test set (the nearest-class-centre rule's). Ψ and τ are signed (lower nc1 goes with higher "
-              "accuracy: negative); the PGDL score ignores the sign. Each statistic is described in the "
-              "README (`ncbench regress`); the metrics in docs/metrics.md.", ""]
-    head = ["rank", "predictor", "Ψ", *(f"ψ {a}" for a in axes), "τ [95 % CI]", "ρ [95 % CI]", "partial ρ",
-            "PGDL", "PGDL (no self)", "MAE", "beats #params (Ψ, MAE)", "beats margin (Ψ, MAE)"]
+              f"[`{META_NAME}`]({META_NAME}).", ""]
+    if meta["format"] == 1:
+        lines += ["This board was written by an older ncbench (format 1): it has no intervals on Ψ, no corrected "
+                  "p-values and no families; regenerate it.", ""]
+    if meta["warnings"]:
+        lines += ["**Warnings**", "", *(f"- {_cell(w)}" for w in meta["warnings"]), ""]
+    lines += _how_to_read(board, axes)
     order = {t: k for k, t in enumerate(dict.fromkeys(board["target"]))}
-    board = board.assign(_t=board["target"].map(order)).sort_values(["_t", "rank", "predictor"], kind="mergesort")
-    for _, rows in board.groupby("_t", sort=True):
-        rows = rows.reset_index(drop=True)
+    for _, rows in ranked(board.assign(_t=board["target"].map(order)).sort_values("_t", kind="mergesort")):
         name = str(rows["target"].iloc[0])
-        lines += [f"## {name}", "", _verdict(name, rows), ""]
-        mae_mean = rows["mae_mean"].iloc[0]
-        lines += [f"MAE of predicting the mean: {fmt(mae_mean, '.4f')}; of all collapse metrics together (ridge on "
-                  f"their standardised logs): "
+        lines += [f"## {name}", "", _target_line(rows), "", _verdict(name, rows), ""]
+        if rows["withheld"].iloc[0].startswith("generalization_gap is not ranked"):
+            lines += ["(Its table would repeat test accuracy's, reversed; the numbers are in the CSV.)", ""]
+            continue
+        robust = is_robustness_target(name)
+        lines += [f"MAE of predicting the mean: {fmt(rows['mae_mean'].iloc[0], '.4f')}; of all collapse metrics that "
+                  f"read no test label together (ridge on their standardised logs): "
                   f"{fmt(rows['mae_all_collapse'].iloc[0], '.4f')}.", ""]
-        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        for _, r in rows.iterrows():
-            cells = [str(int(r["rank"])), f"`{r['predictor']}`", fmt(r["psi"]),
-                     *(fmt(r[f"psi[{a}]"]) for a in axes), fmt_ci(r["tau"], r["tau_lo"], r["tau_hi"]),
-                     fmt_ci(r["rho"], r["rho_lo"], r["rho_hi"]), fmt(r["partial_rho"]), fmt(r["pgdl"], ".1f"),
-                     fmt(r["pgdl_no_self"], ".1f"), fmt(r["mae"], ".4f"),
-                     f"{yes_no(r['beats_num_parameters_psi'])}, {yes_no(r['beats_num_parameters_mae'])}",
-                     f"{yes_no(r['beats_train_margin_p10_psi'])}, {yes_no(r['beats_train_margin_p10_mae'])}"]
-            lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
-        notes = [f"- `{r['predictor']}`: {r['note']}" for _, r in rows.iterrows()
-                 if isinstance(r["note"], str) and r["note"]]
-        lines += [""] + (["Notes:", "", *notes, ""] if notes else [])
-    lines += ["## Columns", "",
-              "- **Ψ**, **ψ axis**: granulated Kendall (Jiang et al., ICLR 2020): for each axis, the Kendall "
-              "coefficient over models that differ only in that axis, averaged over the cells of the other axes; "
-              "Ψ is the mean over axes. Sign form: a tie counts 0.",
-              "- **τ**, **ρ**: Kendall tau-b and Spearman over configurations, with 95 % percentile bootstrap "
-              "intervals resampling configurations.",
-              "- **partial ρ**: Spearman with the ranks of log(parameter count) and final training loss regressed "
-              "out.",
-              "- **PGDL**: the PGDL competition's conditional-mutual-information score, 0-100 (100: the measure "
-              "orders every pair of models as the target does, given any two axes); with and without the pairs "
-              "i = j.",
-              "- **MAE**: grouped K-fold mean absolute error (groups: a grid axis, by default the capacity axis) of "
-              "an isotonic fit on the measure alone; compare with predicting the training folds' mean.",
-              "- **beats**: larger |Ψ| / smaller MAE than parameter count and than the train margin.", ""]
+        labels = rows["reads_test_labels"].map(lambda v: yes_no(v) == "yes")
+        for fam in (*FAMILIES, None):
+            if fam is None:
+                part, title = rows[~rows["family"].isin([f.name for f in FAMILIES])], "other columns"
+            else:
+                part, title = rows[rows["family"] == fam.name], f"{fam.name}: {fam.title}"
+            if part.empty:
+                continue
+            lines += [f"### {title}", "", *_table(part, axes, robust, ranked_table=not labels[part.index].all()), ""]
+        notes = [f"- `{r['predictor']}`: {r['note']}" for _, r in rows.iterrows() if r["note"]]
+        if notes:
+            lines += ["Notes:", "", *notes, ""]
     return "\n".join(lines)
 
 

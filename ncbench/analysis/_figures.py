@@ -130,18 +130,31 @@ def draw_figures(frame, table: pd.DataFrame, out_dir, *, axes, color_axis: str |
         rows = table[(table["predictor"] == predictor) & table["psi"].notna()]
         if rows.empty:
             continue
-        fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(axes_shown) * max(1, len(rows)) ** 0.5, 3.4))
-        width = 0.8 / max(len(rows), 1)
-        pos = np.arange(len(axes_shown))
-        for k, (_, r) in enumerate(rows.iterrows()):
-            vals = [r[f"psi[{a}]"] for a in axes_shown]
-            ax.bar(pos + (k - (len(rows) - 1) / 2) * width, np.nan_to_num(vals), width, label=r["target"])
-        ax.axhline(0, color="black", lw=0.8)
-        ax.set_xticks(pos, axes_shown, rotation=20, ha="right", fontsize=8)
-        ax.set_ylim(-1, 1)
-        ax.set_ylabel("ψ_i (granulated Kendall)")
-        ax.set_title(predictor, fontsize=10)
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        paths += _save(fig, stem("psi", predictor))
+        paths += _save(psi_figure(plt, rows, axes_shown, predictor), stem("psi", predictor))
     return paths
+
+
+def psi_figure(plt, rows: pd.DataFrame, axes_shown, predictor: str):
+    """Bars of psi_i per axis (one bar per target, with its 95 % interval where the table has one); the legend
+    sits to the right of the axes, outside them, so it never covers a bar (issue 18)."""
+    fig, ax = plt.subplots(figsize=(2.6 + 1.1 * len(axes_shown) * max(1, len(rows)) ** 0.5, 3.4))
+    width = 0.8 / max(len(rows), 1)
+    pos = np.arange(len(axes_shown))
+    for k, (_, r) in enumerate(rows.iterrows()):
+        vals = np.array([r[f"psi[{a}]"] for a in axes_shown], dtype=np.float64)
+        lo = np.array([r.get(f"psi_lo[{a}]", np.nan) for a in axes_shown], dtype=np.float64)
+        hi = np.array([r.get(f"psi_hi[{a}]", np.nan) for a in axes_shown], dtype=np.float64)
+        err = None
+        if np.isfinite(lo).all() and np.isfinite(hi).all():
+            err = np.vstack([np.maximum(vals - lo, 0), np.maximum(hi - vals, 0)])
+        ax.bar(pos + (k - (len(rows) - 1) / 2) * width, np.nan_to_num(vals), width, label=r["target"], yerr=err,
+               error_kw={"elinewidth": 0.8, "capsize": 2})
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set_xticks(pos, axes_shown, rotation=20, ha="right", fontsize=8)
+    ax.set_ylim(-1.05, 1.05)
+    ax.set_ylabel("ψ_i (granulated Kendall)")
+    ax.set_title(predictor, fontsize=10)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, title="target",
+              title_fontsize=7)
+    fig.tight_layout()
+    return fig

@@ -40,6 +40,8 @@ class Grid:
         The requested columns, averaged over the rows of each cell (float64).
     n_rows : ndarray of int, shape (n_cells,)
         How many frame rows were averaged into each cell.
+    row_cells : ndarray of int, shape (n_frame_rows,)
+        The cell of each frame row, in frame order (for statistics over runs, such as the sign-error).
     """
 
     axes: tuple[str, ...]
@@ -47,6 +49,7 @@ class Grid:
     codes: np.ndarray
     values: pd.DataFrame
     n_rows: np.ndarray
+    row_cells: np.ndarray | None = None
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -222,7 +225,7 @@ def build_grid(frame: pd.DataFrame, axes, columns, *, min_levels: int = 2) -> Gr
     means = {}
     for c, v in data.items():
         means[c] = np.bincount(flat, weights=v, minlength=n_cells) / n_rows
-    return Grid(tuple(axes), tuple(levels), all_codes, pd.DataFrame(means, index=range(n_cells)), n_rows)
+    return Grid(tuple(axes), tuple(levels), all_codes, pd.DataFrame(means, index=range(n_cells)), n_rows, flat)
 
 
 def resolve_axes(frame: pd.DataFrame, axes) -> list[str]:
@@ -235,32 +238,112 @@ def resolve_axes(frame: pd.DataFrame, axes) -> list[str]:
     return names_arg(axes, "axes")
 
 
+CONDITIONAL_PREFIX = "conditional_robust_accuracy@"
+
+
+def is_robustness_target(name: str) -> bool:
+    """An accuracy under attack at a budget: ``robust_accuracy@*``, ``<attack>_<norm>_accuracy@*`` and
+    ``conditional_robust_accuracy@*``."""
+    return "_accuracy@" in name
+
+
 def default_targets(frame: pd.DataFrame) -> list[str]:
-    """``test_accuracy``, ``generalization_gap``, each ``robust_accuracy@*``, each other ``*_accuracy@*``,
+    """``test_accuracy``, ``generalization_gap``, each ``robust_accuracy@*``, each other attack's
+    ``*_accuracy@*``, each ``conditional_robust_accuracy@*`` (robust / clean on the attacked points),
     ``fab_margin``: those the frame has with at least one value, in that order."""
     cols = [str(c) for c in frame.columns]
     robust = [c for c in cols if c.startswith("robust_accuracy@")]
-    extra = [c for c in cols if "_accuracy@" in c and c not in robust]
-    out = [c for c in ("test_accuracy", "generalization_gap") if c in cols] + robust + extra
+    conditional = [c for c in cols if c.startswith(CONDITIONAL_PREFIX)]
+    extra = [c for c in cols if "_accuracy@" in c and c not in robust and c not in conditional]
+    out = [c for c in ("test_accuracy", "generalization_gap") if c in cols] + robust + extra + conditional
     out += [c for c in ("fab_margin",) if c in cols]
     return [c for c in out if has_values(frame, c)]
 
 
+@dataclass(frozen=True)
+class Family:
+    """A family of predictors: the columns it holds (by prefix or exact name) and whether it is ranked."""
+
+    name: str
+    prefixes: tuple[str, ...]
+    names: tuple[str, ...]
+    ranked: bool
+    title: str
+
+    def holds(self, column: str) -> bool:
+        return column in self.names or column.startswith(self.prefixes)
+
+
+#: Predictor families, in the order boards show them. ``ranked``: a predictor of test performance that reads
+#: no test label; the test-label family is descriptive (its metrics use the labels of the very points whose
+#: accuracy is the target) and is shown in a table of its own.
+FAMILIES = (
+    Family("train", ("train.",), (), True, "collapse on the training set"),
+    Family("val", ("val.",), (), True, "held-out collapse, labelled (the validation split)"),
+    Family("label-free", ("val_pred.", "test_pred."), (), True,
+           "held-out collapse, label-free (grouped by the predicted class)"),
+    Family("under-attack", ("train_adv.",), (), True, "collapse under attack (training points)"),
+    Family("estimators", ("estimators.",), (), True, "label-free accuracy estimators"),
+    Family("measures", ("measures.",), BASELINES, True, "generalization measures (the baselines)"),
+    Family("test-labels", ("test.", "test_adv."), (), False, "reads the test labels (descriptive, not ranked)"),
+)
+OTHER = "other"
+#: Families of collapse metrics that read no test label; the held-out ones among them; the baselines.
+COLLAPSE_FAMILIES = ("train", "val", "label-free", "under-attack")
+HELD_OUT_FAMILIES = ("val", "label-free")
+BASELINE_FAMILY = "measures"
+#: Columns under a family prefix that are not predictors (a fitted threshold, not an estimate).
+NOT_PREDICTORS = ("estimators.atc_threshold",)
+
+
+def family_of(name: str) -> str:
+    """The family of a predictor column, by prefix (:data:`FAMILIES`); "other" for any other column."""
+    for fam in FAMILIES:
+        if fam.holds(name):
+            return fam.name
+    return OTHER
+
+
+def reads_test_labels(name: str) -> bool:
+    """True for ``test.*`` and ``test_adv.*``: computed with the labels of the test points."""
+    return family_of(name) == "test-labels"
+
+
 def is_collapse_column(name: str) -> bool:
-    return name.startswith(("train.", "test."))
+    """A collapse metric of any split (train, val, label-free, under attack, or the test-label ones)."""
+    return family_of(name) in (*COLLAPSE_FAMILIES, "test-labels")
+
+
+def _family_columns(frame: pd.DataFrame, axes) -> list[str]:
+    cols = [str(c) for c in frame.columns]
+    out = [c for c in cols if family_of(c) != OTHER and c not in axes and c not in BASELINES
+           and c not in NOT_PREDICTORS and not (c.endswith("_classifier") and not c.startswith("train."))]
+    return out + [c for c in BASELINES if c in cols and c not in axes]
 
 
 def default_predictors(frame: pd.DataFrame, axes) -> list[str]:
-    """Every ``train.*`` and ``test.*`` collapse column (axes excluded: ``train.weight_decay`` is a recipe
-    setting), then the baselines of :data:`BASELINES`; those with at least one number, in frame order.
+    """Every column of a predictor family (:data:`FAMILIES`: ``train.*``, ``val.*``, ``val_pred.*``,
+    ``test_pred.*``, ``train_adv.*``, ``test.*``, ``test_adv.*``, ``measures.*``, ``estimators.*``; axes
+    excluded: ``train.weight_decay`` is a recipe setting) in frame order, then the baselines of
+    :data:`BASELINES`; those with a finite number in every row (see :func:`incomplete_predictors`).
 
-    The classifier-only metrics (``nc2_*_classifier``) depend on W alone, so ``test.`` repeats ``train.``'s
-    value: only the ``train.`` one is a predictor."""
-    cols = [str(c) for c in frame.columns]
-    out = [c for c in cols if is_collapse_column(c) and c not in axes
-           and not (c.startswith("test.") and c.endswith("_classifier"))]
-    out += [c for c in BASELINES if c in cols and c not in axes]
-    return [c for c in out if has_values(frame, c)]
+    The classifier-only metrics (``nc2_*_classifier``) depend on W alone, so every other split repeats
+    ``train.``'s value: only the ``train.`` one is a predictor."""
+    return [c for c in _family_columns(frame, axes) if is_complete(frame, c)]
+
+
+def incomplete_predictors(frame: pd.DataFrame, axes) -> list[tuple[str, int, str]]:
+    """Family columns with some values but not all: ``(column, number of rows without a value, jobs)``.
+
+    :func:`default_predictors` leaves them out (an old frame's jobs lack the new columns); naming one
+    explicitly as a predictor refuses it, naming the jobs."""
+    out = []
+    for c in _family_columns(frame, axes):
+        if has_values(frame, c) and not is_complete(frame, c):
+            values = pd.to_numeric(frame[c], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+            bad = ~np.isfinite(values)
+            out.append((c, int(bad.sum()), row_names(frame, bad)))
+    return out
 
 
 def capacity_axis(axes) -> str:

@@ -6,7 +6,11 @@ distinct axes (h1, h2) the pairs are binned by U = (theta_i^h1, theta_j^h1, thet
 
     score(h1, h2) = I(V_mu; V_g | U) / H(V_g | U)      (plug-in estimates in bits, bins weighted by their share)
 
-The score is 100 x the minimum over axis pairs. Bins are keyed by the four values' level indices combined in
+The score is 100 x the minimum over axis pairs. The measure is first oriented by the sign of its Kendall tau
+with the target over configurations (mu -> -mu when tau < 0): the competition's estimator counts the pairs
+i = i, whose V_mu = V_g = 0 a reversed measure contradicts, so without orienting a measure and its negation
+score differently (issue 16: negating ``test.ncc_accuracy`` moved it from 80.4 to 45.0). Oriented, the score
+measures how much the measure's order tells about the target's, in whichever direction. Bins are keyed by the four values' level indices combined in
 mixed radix (``np.ravel_multi_index``), a one-to-one image of the tuple of values: the competition joined values
 as strings, so e.g. (1, 11) and (11, 1) could share a bin; here they cannot.
 """
@@ -17,6 +21,7 @@ from dataclasses import dataclass
 from itertools import permutations
 
 import numpy as np
+import scipy.stats
 
 from .._errors import InputError
 from ._frame import build_grid, names_arg
@@ -87,15 +92,24 @@ def score_from_ratios(ratios) -> tuple[float, str]:
     return 100.0 * min(min(cmi / h, 1.0) for _, cmi, h in ratios), ""
 
 
-def pgdl_score(frame, measure: str, target: str, axes, *, self_pairs: bool = True) -> float:
+def orientation(mu: np.ndarray, g: np.ndarray) -> float:
+    """-1.0 when Kendall's tau-b of ``mu`` with ``g`` is negative, else +1.0 (a constant or tie-only: +1)."""
+    if np.ptp(mu) == 0 or np.ptp(g) == 0:
+        return 1.0
+    tau = scipy.stats.kendalltau(mu, g).statistic
+    return -1.0 if np.isfinite(tau) and tau < 0 else 1.0
+
+
+def pgdl_score(frame, measure: str, target: str, axes, *, self_pairs: bool = True, orient: bool = True) -> float:
     """PGDL's conditional-mutual-information score of ``measure`` as a predictor of ``target``, 0..100.
 
     ``100 * min over ordered pairs of distinct axes (h1, h2) of I(V_mu; V_g | U) / H(V_g | U)``, where over
     ordered pairs of models (i, j) (i = j included when ``self_pairs``), V_g = 1[g_i > g_j],
     V_mu = 1[mu_i > mu_j], U = (theta_i^h1, theta_j^h1, theta_i^h2, theta_j^h2), entropies in bits, each bin of
-    U weighted by its share of pairs. 100: the measure's order decides the target's order in every bin. It
-    ignores the measure's sign only without self-pairs: the pairs i = j have V_mu = V_g = 0, so with them a
-    reversed measure scores below 100.
+    U weighted by its share of pairs. 100: the measure's order decides the target's order in every bin.
+    With ``orient`` (default) the measure is first multiplied by the sign of its Kendall tau with the target
+    over configurations, so the score does not depend on the measure's sign; without it, the pairs i = j
+    (V_mu = V_g = 0) make a reversed measure score below 100 with ``self_pairs``.
 
     Parameters
     ----------
@@ -108,6 +122,9 @@ def pgdl_score(frame, measure: str, target: str, axes, *, self_pairs: bool = Tru
     self_pairs : bool
         Count the pairs (i, i), as the competition's estimator did (default); False gives the estimator over
         distinct models only.
+    orient : bool
+        Orient the measure by the sign of its tau first (default). False scores the measure as given, the
+        competition's convention (a submitted measure was meant to rise with the generalization gap).
 
     Raises
     ------
@@ -126,7 +143,10 @@ def pgdl_score(frame, measure: str, target: str, axes, *, self_pairs: bool = Tru
         raise InputError(f"target {target!r} is constant ({float(g[0]):g}) over the {g.size} cells of the grid: "
                          "the PGDL score is undefined; choose a target that varies")
     pb = pair_bins(grid.codes, grid.shape, grid.axes, self_pairs=bool(self_pairs))
-    score, why = score_from_ratios(cmi_ratios(grid.values[measure].to_numpy(), g, pb))
+    mu = grid.values[measure].to_numpy()
+    if orient:
+        mu = orientation(mu, g) * mu
+    score, why = score_from_ratios(cmi_ratios(mu, g, pb))
     if why:
         raise InputError(f"PGDL score of {measure!r} for {target!r} is undefined: {why}")
     return score

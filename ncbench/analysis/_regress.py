@@ -1,4 +1,4 @@
-"""``regress``: every statistic of issue 10 for every target x predictor, as one table."""
+"""``regress``: every statistic of issues 10, 14 and 16 for every target x predictor, as one table."""
 
 from __future__ import annotations
 
@@ -9,10 +9,14 @@ import pandas as pd
 import scipy.stats
 
 from .._errors import InputError
-from ._frame import (BASELINES, build_grid, capacity_axis, check_columns, check_frame, default_predictors,
-                     default_targets, is_collapse_column, is_complete, names_arg, resolve_axes)
+from ._frame import (BASELINE_FAMILY, FAMILIES, build_grid, capacity_axis, check_columns, check_frame,
+                     default_predictors, default_targets, family_of, incomplete_predictors, is_collapse_column,
+                     is_complete, is_robustness_target, names_arg, numeric_column, reads_test_labels, resolve_axes)
 from ._pgdl import cmi_ratios, pair_bins, score_from_ratios
-from ._rank import bootstrap_rank_correlations, psi_per_axis
+from ._rank import _standardised, bootstrap_rank_correlations, psi_per_axis
+from ._stats import (ALPHA, MIN_CONFIGS, MIN_LINES, adjust, check_correction, line_kendalls, line_summary,
+                     robust_sign_error, t_interval, t_p)
+from ._targets import check_target, target_points
 
 #: Baselines that every predictor is compared with (by |psi| and by grouped K-fold MAE).
 COMPARED = ("num_parameters", "train_margin_p10")
@@ -32,9 +36,10 @@ LOG = "log"
 IDENTITY = "identity (values <= 0, no log)"
 
 
-def psi_column(axis: str) -> str:
-    """The table's column of psi_i for one axis: ``psi[<axis>]``."""
-    return f"psi[{axis}]"
+def psi_column(axis: str, part: str = "") -> str:
+    """The table's column of psi_i for one axis: ``psi[<axis>]``; with ``part`` "lo" or "hi" its interval's
+    ends, ``psi_lo[<axis>]``, ``psi_hi[<axis>]``."""
+    return f"psi_{part}[{axis}]" if part else f"psi[{axis}]"
 
 
 def beats_column(baseline: str, by: str) -> str:
@@ -44,20 +49,32 @@ def beats_column(baseline: str, by: str) -> str:
 def columns(config_axes) -> list[str]:
     """The columns of :func:`regress`'s table, in order."""
     return [
-        "target", "predictor", "role", "n_configs", "n_models",
-        "psi", *(psi_column(a) for a in config_axes),
+        "target", "predictor", "family", "role", "reads_test_labels", "rank", "tied_with_best",
+        "n_configs", "n_models",
+        "psi", "psi_lo", "psi_hi", "psi_se", "psi_p", "psi_p_adj",
+        *(psi_column(a) for a in config_axes), *(psi_column(a, "lo") for a in config_axes),
+        *(psi_column(a, "hi") for a in config_axes),
         "tau", "tau_lo", "tau_hi", "tau_ci_excludes_0", "rho", "rho_lo", "rho_hi", "n_boot", "direction",
+        "best_predictor", "best_diff", "best_diff_lo", "best_diff_hi", "best_p", "best_p_adj",
+        "baseline", "vs_baseline", "vs_baseline_lo", "vs_baseline_hi", "vs_baseline_p", "vs_baseline_p_adj",
         "pgdl", "pgdl_no_self",
+        "sign_error_mean", "sign_error_p90", "sign_error_max", "sign_error_envs", "sign_error_envs_total",
+        "partial_rho_clean", "partial_rho_clean_lo", "partial_rho_clean_hi", "clean_share",
         "x_transform", "ols_intercept", "ols_slope", "ols_slope_lo", "ols_slope_hi", "ols_r2", "ols_p", "ols_n",
         "partial_rho", "partial_controls",
         "mae", "mae_mean", "mae_all_collapse", "mae_all_collapse_model", "cv_group_axis", "cv_folds",
         *(beats_column(b, by) for b in COMPARED for by in ("psi", "mae")),
-        "note",
+        "target_ok", "target_n_points", "target_noise_se", "target_spread", "target_snr", "withheld",
+        "correction", "note",
     ]
 
 
 def _role(name: str) -> str:
-    return "collapse" if is_collapse_column(name) else "baseline" if name in BASELINES else "other"
+    """collapse (any split), baseline (family measures), estimator, or other."""
+    fam = family_of(name)
+    if is_collapse_column(name):
+        return "collapse"
+    return {BASELINE_FAMILY: "baseline", "estimators": "estimator"}.get(fam, "other")
 
 
 def _transform(x: np.ndarray) -> tuple[np.ndarray, str]:
@@ -160,66 +177,127 @@ def _direction(tau: float, predictor: str, target: str) -> str:
     return f"{'higher' if tau > 0 else 'lower'} {predictor} goes with higher {target}"
 
 
-def _check_options(n_boot, seed) -> None:
+def _check_options(n_boot, seed, min_ess) -> None:
     if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 0:
         raise InputError(f"n_boot must be a whole number >= 0 (bootstrap resamples; 1000 is usual); got {n_boot!r}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise InputError(f"seed must be an integer; got {seed!r}")
+    if isinstance(min_ess, bool) or not isinstance(min_ess, (int, float, np.integer, np.floating)) or not (
+            np.isfinite(min_ess) and min_ess >= 1):
+        raise InputError(f"min_ess must be a number >= 1 (the effective number of run pairs an environment of the "
+                         f"sign-error needs); got {min_ess!r}")
+
+
+def _spearman_partial_draws(x: np.ndarray, y: np.ndarray, c: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Partial Spearman of each predictor (P, n) with y (n,) given c (n,) on every resample idx (B, n): (P, B).
+
+    First-order partial correlation of the Spearman coefficients (rank within the resample, average ranks
+    for ties): (r_xy - r_xc r_yc) / sqrt((1 - r_xc^2)(1 - r_yc^2)); NaN where undefined.
+    """
+    zx = _standardised(scipy.stats.rankdata(x[:, idx], axis=-1))  # (P, B, n)
+    zy = _standardised(scipy.stats.rankdata(y[idx], axis=-1))  # (B, n)
+    zc = _standardised(scipy.stats.rankdata(c[idx], axis=-1))
+    r_xy, r_xc = np.einsum("pbn,bn->pb", zx, zy), np.einsum("pbn,bn->pb", zx, zc)
+    r_yc = (zy * zc).sum(-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        den = np.sqrt((1 - r_xc ** 2) * (1 - r_yc ** 2))
+        return np.where(den > RESIDUAL_TINY, (r_xy - r_xc * r_yc) / np.where(den > 0, den, 1.0), np.nan)
+
+
+def _sign(v: float) -> float:
+    return -1.0 if np.isfinite(v) and v < 0 else 1.0
+
+
+def _ranks(abs_psi: np.ndarray) -> np.ndarray:
+    """Competition ranks of |Psi|, largest first; equal values (to 1e-12) share a rank ("1, 2, 2, 4")."""
+    key = np.round(abs_psi, 12)
+    return np.array([1 + int(np.sum(key > k)) for k in key])
+
+
+def _design_reasons(n: int, shape, config_axes) -> list[str]:
+    reasons = []
+    if n < MIN_CONFIGS:
+        reasons.append(f"only {n} configurations (fewer than {MIN_CONFIGS}): intervals, p-values and rankings are "
+                       "withheld; add levels or axes to the grid")
+    few = [(a, int(np.prod(shape) // shape[i])) for i, a in enumerate(config_axes)
+           if np.prod(shape) // shape[i] < MIN_LINES]
+    if few and n >= MIN_CONFIGS:
+        shown = ", ".join(f"{a} has {g}" for a, g in few)
+        reasons.append(f"too few lines (cells of the other axes) along some axes ({shown}; each needs {MIN_LINES}): "
+                       "Psi's interval, and the ranking that rests on it, are withheld")
+    return reasons
 
 
 def regress(frame, targets=None, predictors=None, axes=None, *, group_axis: str | None = None,
-            n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
-    """Does each predictor (collapse metric or baseline) predict each target? One row per target x predictor.
+            n_boot: int = 1000, seed: int = 0, correction: str = "holm", min_ess: float = 1.0) -> pd.DataFrame:
+    """Does each predictor (collapse metric, measure or estimator) predict each target? One row per pair.
 
     Every statistic is computed over **configurations**: the cells of the grid of ``axes`` without ``seed``,
-    with the seeds (all rows of a cell) averaged first. The grid must be full.
+    with the seeds (all rows of a cell) averaged first (the sign-error alone compares runs). The grid must be
+    full. docs/statistics.md describes every statistic, what is resampled and why, and the thresholds.
 
     Parameters
     ----------
     frame : DataFrame
         One row per job (docs/records.md, "the frame").
     targets : list of str, optional
-        Default: ``test_accuracy``, ``generalization_gap``, every ``robust_accuracy@*`` and other
-        ``*_accuracy@*`` (extra attacks) and ``fab_margin`` that the frame holds. A constant target named here is
-        refused; a constant default target gets rows of NaN that say why.
+        Default: ``test_accuracy``, ``generalization_gap``, every ``robust_accuracy@*``, other attacks'
+        ``*_accuracy@*``, every ``conditional_robust_accuracy@*`` and ``fab_margin`` that the frame holds. A
+        constant target named here is refused; a constant default target gets rows of NaN that say why.
     predictors : list of str, optional
-        Default: every numeric ``train.*`` / ``test.*`` collapse column that is not an axis, then the baselines
-        ``num_parameters``, ``final_train_loss``, ``sum_squared_weights``, ``train_margin_p10`` (each where the
-        frame has it with at least one value; a column with some values missing is refused, naming the jobs).
+        Default: every column of a predictor family (``train.*``, ``val.*``, ``val_pred.*``, ``test_pred.*``,
+        ``train_adv.*``, ``test.*``, ``test_adv.*``, ``measures.*``, ``estimators.*`` and the baselines
+        ``num_parameters``, ``final_train_loss``, ``sum_squared_weights``, ``train_margin_p10``) that is not an
+        axis and has a value in every row; a family column with some values missing is left out with a
+        warning (named here, it is refused, naming the jobs).
     axes : list of str, optional
         The sweep's axes (dotted keys); default ``frame.attrs["axes"]``.
     group_axis : str, optional
         Groups of the grouped K-fold. Default: the capacity axis, the first whose name contains "channels",
         "width" or "depth", else the first axis.
     n_boot : int
-        Bootstrap resamples of configurations for the intervals (0: no intervals).
+        Bootstrap resamples of configurations for the intervals on tau, rho and the partial rho given clean
+        accuracy (0: none of those intervals). Psi's intervals need no resampling.
     seed : int
         Seed of the resampling (one set of resamples serves every pair, so intervals are paired).
+    correction : {"holm", "fdr_bh"}
+        Multiple-comparison correction (statsmodels ``multipletests``) applied, separately, to each family of
+        tests over every predictor x target of the table: Psi = 0, the margin over the best baseline, and
+        the margin of the best predictor over each other.
+    min_ess : float
+        Effective number of run pairs an environment of the robust sign-error needs (>= 1).
 
     Returns
     -------
     DataFrame
-        Columns (:func:`columns`), one statistic each; NaN only where a statistic is undefined, and then
-        ``note`` says why:
+        Columns (:func:`columns`); NaN only where a statistic is undefined or withheld, and ``note`` or
+        ``withheld`` says why. ``table.attrs["warnings"]`` lists what concerns the whole table (a small design,
+        a target inside its noise, a fallback for a missing column, predictors left out). Per row:
 
-        - ``psi``, ``psi[<axis>]``: Jiang et al.'s granulated Kendall and its per-axis terms (sign form).
-        - ``tau``, ``rho`` (scipy, tau-b) with 95 % percentile bootstrap intervals ``*_lo``, ``*_hi``;
-          ``tau_ci_excludes_0``; ``direction`` in words ("lower train.nc1 goes with higher test_accuracy").
-        - ``pgdl`` (self-pairs included, as the competition) and ``pgdl_no_self``: 0..100; NaN with fewer than 3
-          configuration axes.
-        - ``ols_*``: OLS (statsmodels) of the target on the predictor transformed as ``x_transform`` says:
-          log when every value is positive, else the values themselves. Intercept, slope with its 95 % CI,
-          R^2, the slope's p-value, n.
-        - ``partial_rho``: Spearman correlation of predictor and target with the ranks of
-          ``partial_controls`` (num_parameters, i.e. log(num_parameters), and final_train_loss, whichever are
-          present and vary; a control predictor is not controlled for itself) regressed out.
-        - ``mae``: grouped K-fold (sklearn GroupKFold, groups ``cv_group_axis``, ``cv_folds`` folds) mean
-          absolute error, pooled over every configuration's out-of-fold prediction, of an isotonic fit of the
-          target on the transformed predictor (direction chosen on each training fold); ``mae_mean``:
-          predicting the training folds' mean; ``mae_all_collapse``: ``mae_all_collapse_model`` on every
-          collapse predictor together.
-        - ``beats_num_parameters_psi`` / ``_mae``, ``beats_train_margin_p10_psi`` / ``_mae``: larger |psi|,
-          smaller MAE than the baseline (NA where the frame lacks it).
+        - ``family`` (:data:`ncbench.analysis._frame.FAMILIES`), ``role``, ``reads_test_labels`` (``test.*``,
+          ``test_adv.*``: described, never ranked); ``rank`` by |Psi| among the predictors that read no test
+          label (equal |Psi| share a rank; NA when the target's ranking is withheld), ``tied_with_best``: the
+          corrected paired test cannot tell it from the top-ranked predictor.
+        - ``psi``, ``psi[<axis>]`` (Jiang et al.'s granulated Kendall, sign form) with ``psi_lo``/``psi_hi``,
+          ``psi_lo[<axis>]``/``psi_hi[<axis>]`` (95 %, Student's t over the grid's lines), ``psi_se``, ``psi_p``
+          (Psi = 0) and ``psi_p_adj`` (corrected).
+        - ``tau``, ``rho`` (tau-b, Spearman) with 95 % percentile bootstrap intervals over configurations;
+          ``tau_ci_excludes_0``; ``direction`` in words.
+        - ``best_predictor``, ``best_diff`` = |Psi_best| - |Psi| (paired) with its interval, ``best_p``,
+          ``best_p_adj``; ``baseline`` (the family-measures predictor with the largest |Psi|),
+          ``vs_baseline`` = |Psi| - |Psi_baseline| (paired) with its interval, ``vs_baseline_p``,
+          ``vs_baseline_p_adj`` (for predictors of the other ranked families).
+        - ``pgdl``, ``pgdl_no_self``: the PGDL score of the measure oriented by the sign of its tau, with and
+          without the pairs i = i (0..100; NaN with fewer than 3 configuration axes).
+        - ``sign_error_mean``, ``_p90``, ``_max``: Dziugaite et al.'s robust sign-error over one-axis
+          environments (0 best, 1 worst), ``sign_error_envs`` of ``sign_error_envs_total`` environments kept.
+        - ``partial_rho_clean`` with its bootstrap interval: Spearman with a robustness target with the ranks of
+          ``test_accuracy`` regressed out; ``clean_share`` = partial_rho_clean / rho.
+        - ``ols_*``, ``partial_rho`` (controls ``partial_controls``), ``mae*``, ``beats_*``: as before (OLS on
+          ``x_transform`` of the predictor, partial Spearman given size and final loss, grouped K-fold MAE).
+        - ``target_ok`` (the target varies above its sampling noise), ``target_n_points``,
+          ``target_noise_se``, ``target_spread``, ``target_snr``; ``withheld``: why intervals, p-values and
+          ranks are withheld for this target ("" when they are given); ``correction``.
 
     Raises
     ------
@@ -233,30 +311,39 @@ def regress(frame, targets=None, predictors=None, axes=None, *, group_axis: str 
     ...                 "train.lr", "seed"], n_boot=1000)  # doctest: +SKIP
     """
     check_frame(frame)
-    _check_options(n_boot, seed)
+    _check_options(n_boot, seed, min_ess)
+    check_correction(correction)
     axes = resolve_axes(frame, axes)
     check_columns(frame, axes, "axis")
     config_axes = [a for a in axes if a != "seed"]
     if not config_axes:
         raise InputError("the only axis is 'seed': there is one configuration, nothing to rank; pass the sweep's "
                          "other axes")
+    table_warnings: list[str] = []
     explicit_targets = targets is not None
     targets = names_arg(targets, "targets") if explicit_targets else default_targets(frame)
     if not targets:
         raise InputError("the frame has none of the default targets (test_accuracy, generalization_gap, "
                          "robust_accuracy@*, fab_margin); pass targets=[...]")
     check_columns(frame, targets, "target")
-    predictors = names_arg(predictors, "predictors") if predictors is not None else default_predictors(frame, axes)
+    if predictors is not None:
+        predictors = names_arg(predictors, "predictors")
+    else:
+        predictors = default_predictors(frame, axes)
+        for name, missing, jobs in incomplete_predictors(frame, axes):
+            table_warnings.append(f"predictor {name} left out: {missing} of {len(frame)} jobs have no value "
+                                  f"({jobs}); pass it in predictors=[...] to see the error, or re-run those jobs")
     if not predictors:
-        raise InputError("the frame has no train.* / test.* collapse column and no baseline; pass predictors=[...]")
+        raise InputError("the frame has no predictor column (train.*, val.*, measures.*, ... or a baseline) with a "
+                         "value in every row; pass predictors=[...]")
     check_columns(frame, predictors, "predictor")
     if group_axis is None:
         group_axis = capacity_axis(config_axes)
     elif group_axis not in config_axes:
         raise InputError(f"group_axis must be one of the configuration axes {config_axes}; got {group_axis!r}")
 
-    extras = [c for c in (*COMPARED, *CONTROLS)
-              if c not in predictors and c not in axes and is_complete(frame, c)]
+    extras = [c for c in (*COMPARED, *CONTROLS, "test_accuracy", "train_accuracy")
+              if c not in predictors and c not in targets and c not in axes and is_complete(frame, c)]
     grid = build_grid(frame, config_axes, [*targets, *predictors, *extras])
     n = len(grid.values)
     if n < 3:
@@ -277,6 +364,8 @@ def regress(frame, targets=None, predictors=None, axes=None, *, group_axis: str 
     xs = np.stack([col[p] for p in predictors])
     ys = np.stack([col[t] for t in targets])
     tau_boot, rho_boot = bootstrap_rank_correlations(xs, ys, idx)
+    kendalls = line_kendalls(xs, ys, grid.shape)  # per axis (T, P, G_i)
+    lines = line_summary(kendalls, grid.shape)
     bins = {}
     if len(config_axes) >= 3:
         for self_pairs in (True, False):
@@ -289,19 +378,35 @@ def regress(frame, targets=None, predictors=None, axes=None, *, group_axis: str 
 
         folds = list(GroupKFold(n_splits=min(MAX_FOLDS, n_groups)).split(np.zeros((n, 1)), groups=groups))
     controls_all = {c: col[c] for c in CONTROLS if c in col and np.ptp(col[c]) > 0}
-    collapse_preds = [p for p in predictors if _role(p) == "collapse"]
+    collapse_preds = [p for p in predictors if _role(p) == "collapse" and not reads_test_labels(p)]
+    families = [family_of(p) for p in predictors]
+    test_labels = np.array([reads_test_labels(p) for p in predictors])
+    row_x = np.stack([numeric_column(frame, p) for p in predictors])
+    design = _design_reasons(n, grid.shape, config_axes)
+    table_warnings += design
+    clean = col.get("test_accuracy")
+    clean_varies = clean is not None and np.ptp(clean) > 0
 
     rows = []
     for ti, t in enumerate(targets):
         y = col[t]
         base = {"target": t, "n_configs": n, "ols_n": n, "n_models": int(grid.n_rows.sum()), "n_boot": int(n_boot),
-                "cv_group_axis": group_axis, "cv_folds": len(folds), "mae_all_collapse_model": ALL_COLLAPSE_MODEL}
+                "cv_group_axis": group_axis, "cv_folds": len(folds), "mae_all_collapse_model": ALL_COLLAPSE_MODEL,
+                "correction": correction}
         if np.ptp(y) == 0:
             for p in predictors:
-                rows.append({**base, "predictor": p, "role": _role(p), "x_transform": trans[p][1],
-                             "direction": "undefined", "note": f"target {t!r} is constant ({float(y[0]):g}) over the "
-                                                               f"{n} configurations: nothing to predict"})
+                rows.append({**base, "predictor": p, "family": family_of(p), "role": _role(p),
+                             "reads_test_labels": reads_test_labels(p), "x_transform": trans[p][1],
+                             "direction": "undefined", "target_ok": False,
+                             "withheld": f"target {t!r} is constant",
+                             "note": f"target {t!r} is constant ({float(y[0]):g}) over the {n} configurations: "
+                                     "nothing to predict"})
             continue
+        check = check_target(frame, grid, t)
+        table_warnings += check.notes + check.reasons
+        withheld = design + check.reasons
+        base.update({"target_ok": check.ok, "target_n_points": check.n_points, "target_noise_se": check.noise_se,
+                     "target_spread": check.spread, "target_snr": check.snr, "withheld": "; ".join(withheld)})
         target_notes = []
         if folds:
             mae_mean = _mean_mae(y, folds)
@@ -309,25 +414,104 @@ def regress(frame, targets=None, predictors=None, axes=None, *, group_axis: str 
                 mae_all = _ridge_mae(np.column_stack([trans[p][0] for p in collapse_preds]), y, folds)
             else:
                 mae_all = np.nan
-                target_notes.append("mae_all_collapse: no collapse predictor")
+                target_notes.append("mae_all_collapse: no collapse predictor that reads no test label")
         else:
             mae_mean = mae_all = np.nan
             target_notes.append(f"mae: the group axis {group_axis!r} has one value, no grouped K-fold")
-        psi = {m: psi_per_axis(grids[m], grids[t]) for m in measured}
+        psi_extra = {m: psi_per_axis(grids[m], grids[t]) for m in COMPARED if m in measured and m not in predictors}
         mae = {m: (_isotonic_mae(trans[m][0], y, folds) if folds else np.nan) for m in measured}
+
+        # Psi with its standard error over lines; orientation by the sign of Psi for the |Psi| comparisons.
+        psi_t = lines["psi"][ti]
+        se_t = lines["se"][ti]
+        orient_psi = np.array([_sign(v) for v in psi_t])
+        k_t = [k[ti] for k in kendalls]  # per axis (P, G_i)
+        ok_t = not withheld
+        tau_t = np.array([scipy.stats.kendalltau(xs[p], y).statistic if np.ptp(xs[p]) > 0 else np.nan
+                          for p in range(len(predictors))])
+        orient_tau = np.array([_sign(v) for v in tau_t])
+        rank = np.full(len(predictors), np.nan)
+        eligible = np.flatnonzero(~test_labels)
+        best = baseline = None
+        comp = {}
+        if ok_t and eligible.size:
+            rank[eligible] = _ranks(np.abs(psi_t[eligible]))
+            order = sorted(eligible, key=lambda p: (rank[p], _FAMILY_ORDER.get(families[p], 99), predictors[p]))
+            best = order[0]
+            oriented = [orient_psi[:, None] * k for k in k_t]
+            comp["best"] = line_summary([o[best][None, :] - o for o in oriented], grid.shape)
+            base_idx = [p for p in order if families[p] == BASELINE_FAMILY]
+            if base_idx:
+                baseline = base_idx[0]
+                comp["baseline"] = line_summary([o - o[baseline][None, :] for o in oriented], grid.shape)
+
+        # Dziugaite et al.'s sign-error (runs, not configurations), when the target has a noise model.
+        n_rows_points, _, _ = target_points(frame, t)
+        if n_rows_points is not None:
+            se_out = robust_sign_error(row_x, numeric_column(frame, t), n_rows_points, grid.row_cells, grid.shape,
+                                       orient_tau, min_ess=float(min_ess))
+        else:
+            se_out = None
+            target_notes.append("sign-error: no point count for this target (no binomial noise model), so no "
+                                "Hoeffding weights")
+
+        # Partial Spearman given clean accuracy, for robustness targets.
+        partial_clean = partial_draws = None
+        if is_robustness_target(t) and clean_varies:
+            partial_clean = [_partial_spearman(xs[p], y, {"test_accuracy": clean}) for p in range(len(predictors))]
+            if n_boot and ok_t:
+                partial_draws = _spearman_partial_draws(xs, y, clean, idx)
+        elif is_robustness_target(t):
+            target_notes.append("partial_rho_clean: test_accuracy is missing or constant")
+
         for pi, p in enumerate(predictors):
             x = col[p]
             notes = list(target_notes)
-            row = {**base, "predictor": p, "role": _role(p), "mae_mean": mae_mean, "mae_all_collapse": mae_all,
-                   "psi": float(psi[p].mean()), "mae": mae[p], "x_transform": trans[p][1]}
-            row.update({psi_column(a): float(v) for a, v in zip(config_axes, psi[p])})
+            row = {**base, "predictor": p, "family": families[pi], "role": _role(p),
+                   "reads_test_labels": bool(test_labels[pi]), "mae_mean": mae_mean, "mae_all_collapse": mae_all,
+                   "psi": float(psi_t[pi]), "psi_se": float(se_t[pi]), "mae": mae[p], "x_transform": trans[p][1]}
+            row.update({psi_column(a): float(lines["per_axis"][i][ti, pi]) for i, a in enumerate(config_axes)})
+            if np.isfinite(rank[pi]):
+                row["rank"] = int(rank[pi])
+            if not withheld:
+                lo, hi = t_interval(psi_t[pi], se_t[pi], lines["df"])
+                row["psi_lo"], row["psi_hi"] = float(lo), float(hi)
+                if not test_labels[pi]:  # the test-label family is described, not tested
+                    row["psi_p"] = float(t_p(psi_t[pi], se_t[pi], lines["df"]))
+                for i, a in enumerate(config_axes):
+                    row[psi_column(a, "lo")] = float(lines["per_axis_lo"][i][ti, pi])
+                    row[psi_column(a, "hi")] = float(lines["per_axis_hi"][i][ti, pi])
+            if best is not None and not test_labels[pi]:
+                c = comp["best"]
+                row["best_predictor"] = predictors[best]
+                row["best_diff"] = float(c["psi"][pi])
+                lo, hi = t_interval(c["psi"][pi], c["se"][pi], c["df"], bound=2.0)
+                row["best_diff_lo"], row["best_diff_hi"] = float(lo), float(hi)
+                row["best_p"] = float(t_p(c["psi"][pi], c["se"][pi], c["df"]))
+            if baseline is not None:
+                row["baseline"] = predictors[baseline]
+                if not test_labels[pi] and families[pi] != BASELINE_FAMILY:
+                    c = comp["baseline"]
+                    row["vs_baseline"] = float(c["psi"][pi])
+                    lo, hi = t_interval(c["psi"][pi], c["se"][pi], c["df"], bound=2.0)
+                    row["vs_baseline_lo"], row["vs_baseline_hi"] = float(lo), float(hi)
+                    row["vs_baseline_p"] = float(t_p(c["psi"][pi], c["se"][pi], c["df"]))
+            if se_out is not None:
+                row["sign_error_mean"] = float(se_out["mean"][pi])
+                row["sign_error_p90"] = float(se_out["p90"][pi])
+                row["sign_error_max"] = float(se_out["max"][pi])
+                row["sign_error_envs"] = se_out["n_envs"]
+                row["sign_error_envs_total"] = se_out["n_envs_total"]
+                if se_out["n_envs"] == 0 and pi == 0:
+                    notes.append("sign-error: no environment has a pair of runs whose target difference stands "
+                                 "above the test set's sampling noise")
             if np.ptp(x) == 0:
                 notes.append(f"predictor is constant ({float(x[0]):g}) over the configurations: tau, rho, the OLS "
                              "and the partial correlation are undefined (psi counts its ties as 0)")
             else:
-                row["tau"] = float(scipy.stats.kendalltau(x, y).statistic)
+                row["tau"] = float(tau_t[pi])
                 row["rho"] = float(scipy.stats.spearmanr(x, y).statistic)
-                if n_boot:
+                if n_boot and not withheld:
                     row["tau_lo"], row["tau_hi"] = _interval(tau_boot[ti, pi], "tau", notes)
                     row["rho_lo"], row["rho_hi"] = _interval(rho_boot[ti, pi], "rho", notes)
                     if np.isfinite(row["tau_lo"]):
@@ -338,41 +522,74 @@ def regress(frame, targets=None, predictors=None, axes=None, *, group_axis: str 
                 row["partial_rho"], why = _partial_spearman(x, y, controls)
                 if why:
                     notes.append(why)
+                if partial_clean is not None and p != "test_accuracy":
+                    row["partial_rho_clean"], why = partial_clean[pi]
+                    if why:
+                        notes.append(why.replace("partial_rho", "partial_rho_clean"))
+                    if partial_draws is not None and np.isfinite(row["partial_rho_clean"]):
+                        row["partial_rho_clean_lo"], row["partial_rho_clean_hi"] = _interval(
+                            partial_draws[pi], "partial_rho_clean", notes)
+                    if np.isfinite(row["partial_rho_clean"]) and row["rho"] != 0:
+                        row["clean_share"] = row["partial_rho_clean"] / row["rho"]
             row["direction"] = _direction(row.get("tau", np.nan), p, t)
             if bins:
+                mu = orient_tau[pi] * x
                 for key, self_pairs in (("pgdl", True), ("pgdl_no_self", False)):
-                    row[key], why = score_from_ratios(cmi_ratios(x, y, bins[self_pairs]))
+                    row[key], why = score_from_ratios(cmi_ratios(mu, y, bins[self_pairs]))
                     if why:
                         notes.append(f"{key}: {why}")
             else:
                 notes.append(f"pgdl: needs at least 3 configuration axes; there are {len(config_axes)} "
                              "(with 2 the score is 0/0)")
             for b in COMPARED:
-                if b in psi:
-                    row[beats_column(b, "psi")] = bool(abs(row["psi"]) > abs(float(psi[b].mean())))
+                ref = psi_t[predictors.index(b)] if b in predictors else (
+                    float(psi_extra[b].mean()) if b in psi_extra else None)
+                if ref is not None:
+                    row[beats_column(b, "psi")] = bool(abs(row["psi"]) > abs(float(ref)))
                     if folds:
                         row[beats_column(b, "mae")] = bool(mae[p] < mae[b])
             row["note"] = "; ".join(notes)
             rows.append(row)
-    return _typed(pd.DataFrame(rows), config_axes)
+    table = pd.DataFrame(rows)
+    for key in ("psi_p", "best_p", "vs_baseline_p"):
+        if key in table.columns:
+            table[key + "_adj"] = adjust(table[key].to_numpy(np.float64, na_value=np.nan), correction)
+    if "best_p_adj" in table.columns:
+        table["tied_with_best"] = pd.Series(
+            [None if not np.isfinite(p) else bool(p >= ALPHA) for p in table["best_p_adj"]], dtype=object)
+        top = table["best_predictor"].astype(object).eq(table["predictor"]) if "best_predictor" in table else False
+        table.loc[top, "tied_with_best"] = True
+    out = _typed(table, config_axes)
+    out.attrs["warnings"] = list(dict.fromkeys(table_warnings))
+    out.attrs["correction"] = correction
+    return out
 
 
+_FAMILY_ORDER = {f.name: k for k, f in enumerate(FAMILIES)}
 _INT_COLUMNS = ("n_configs", "n_models", "n_boot", "ols_n", "cv_folds")
-_STR_COLUMNS = ("target", "predictor", "role", "direction", "x_transform", "partial_controls",
-                "mae_all_collapse_model", "cv_group_axis", "note")
+_NULLABLE_INT_COLUMNS = ("rank", "sign_error_envs", "sign_error_envs_total")
+_BOOL_COLUMNS = ("tau_ci_excludes_0", "reads_test_labels", "tied_with_best", "target_ok")
+_STR_COLUMNS = ("target", "predictor", "family", "role", "direction", "x_transform", "partial_controls",
+                "mae_all_collapse_model", "cv_group_axis", "best_predictor", "baseline", "withheld", "correction",
+                "note")
 
 
 def _typed(table: pd.DataFrame, config_axes) -> pd.DataFrame:
-    """Every column present, in order: counts int64, flags nullable boolean, text str, the rest float64."""
+    """Every column present, in order: counts int64 (nullable Int64 where NA), flags nullable boolean, text
+    str, the rest float64."""
     out = {}
     for c in columns(config_axes):
         v = table[c] if c in table.columns else pd.Series([None] * len(table), dtype=object)
         if c in _INT_COLUMNS:
             out[c] = v.astype("int64")
+        elif c in _NULLABLE_INT_COLUMNS:
+            out[c] = pd.array([None if x is None or (isinstance(x, float) and np.isnan(x)) else int(x) for x in v],
+                              dtype="Int64")
         elif c in _STR_COLUMNS:
             out[c] = v.where(v.notna(), "").astype(str)
-        elif c == "tau_ci_excludes_0" or c.startswith("beats_"):
-            out[c] = v.astype("boolean")
+        elif c in _BOOL_COLUMNS or c.startswith("beats_"):
+            out[c] = pd.array([None if x is None or x is pd.NA or (isinstance(x, float) and np.isnan(x))
+                               else bool(x) for x in v], dtype="boolean")
         else:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", FutureWarning)  # object -> float of all-None columns

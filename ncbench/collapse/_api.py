@@ -8,7 +8,7 @@ import torch
 
 from .._errors import InputError
 from . import _metrics as M
-from ._stats import CollapseAccumulator, SplitStats, _ncc_counts, oneshot_stats
+from ._stats import CollapseAccumulator, SplitStats, _local_bias, _ncc_counts, oneshot_stats
 from ._validate import check_all_classes_present, check_classifier, check_features, check_labels
 
 GLOBAL_MEANS = ("classes", "samples")
@@ -102,8 +102,8 @@ def collapse_metrics(train, test=None, *, weight=None, bias=None, weight_decay: 
             raise InputError(f"test features have D = {ht.shape[1]} but train features have D = {h.shape[1]}")
         yt = check_labels(yt_raw, ht.shape[0], c, "test labels", h.device)
         check_all_classes_present(yt, c, "test")
-        te = oneshot_stats(ht, yt, c, ref_means=tr.means, weight=w, bias=b, name="test features")
-    theta = M.ridge_from_stats(tr.counts, tr.means, tr.within, wd) if want_ls else None
+        te = oneshot_stats(ht, yt, c, reference=tr, weight=w, bias=b, name="test features")
+    theta = M.ridge_from_stats(tr, wd) if want_ls else None
     return _finalize(tr, te, w, b, global_mean, theta)
 
 
@@ -128,21 +128,22 @@ def collapse_metrics_streaming(train_batches: Batches, test_batches: Batches | N
     tr = acc.stats()
     w, b = acc.classifier
     mismatch, correct = 0, 0
+    b_local = _local_bias(w, b, tr.origin)
     for hb, yb in train_batches():
         hh = check_features(hb, "features", tr.means.device)
         yy = check_labels(yb, hh.shape[0], num_classes, "labels", hh.device)
-        mm, cc = _ncc_counts(hh, yy, tr.means, w, b)
+        mm, cc = _ncc_counts(hh - tr.origin, yy, tr.local_means, w, b_local)
         correct += cc
         mismatch += mm or 0
     tr.ncc_correct = correct
     tr.ncc_mismatch = mismatch if w is not None else None
     te = None
     if test_batches is not None:
-        tacc = CollapseAccumulator(num_classes, weight=weight, bias=bias, reference_means=tr.means)
+        tacc = CollapseAccumulator(num_classes, weight=weight, bias=bias, reference_means=tr)
         for hb, yb in test_batches():
             tacc.update(hb, yb)
         te = tacc.stats()
     theta = None
     if ls_gap and w is not None:
-        theta = M.ridge_from_stats(tr.counts, tr.means, tr.within, wd)
+        theta = M.ridge_from_stats(tr, wd)
     return _finalize(tr, te, w, b, global_mean, theta)

@@ -44,8 +44,17 @@ class Between:
 
 
 def between(stats: SplitStats, global_mean: str) -> Between:
-    """Centre the class means and cut the SVD of M~ at s_k > s_1 * max(C, D) * eps (spec, 'pseudo-inverse')."""
-    means, counts = stats.means, stats.counts
+    """Centre the class means and keep the singular values of M~ (C x D) with s_k > s_1 * max(C, D) * eps,
+    at most min(C - 1, D) of them (spec, 'pseudo-inverse').
+
+    The centring uses ``stats.local_means`` (the means relative to the statistics' origin), so a large
+    offset shared by all features does not enter the rounding. Sigma_B has rank at most C - 1 by
+    construction (the centred means sum to zero, with weights n_c for ``global_mean="samples"``): the C-th
+    singular value of the computed M~ is rounding, never a direction, and is never kept, however large the
+    features' offset makes it. Without the cap, an offset of 1e3 left a C-th value of about 1e-13 that
+    passed the relative cut and divided its term of nc1 by about 1e-26.
+    """
+    means, counts = stats.local_means, stats.counts
     c, d = means.shape
     if global_mean == "classes":
         mu_g = means.mean(0)
@@ -60,8 +69,9 @@ def between(stats: SplitStats, global_mean: str) -> Between:
             "all class means coincide: the between-class covariance is zero and the collapse metrics are "
             "undefined (are the features constant?)"
         )
-    keep = s > s[0] * max(c, d) * EPS64
     expected = min(c - 1, d)
+    keep = s > s[0] * max(c, d) * EPS64
+    keep[expected:] = False  # rank(Sigma_B) <= C - 1: a C-th value is rounding
     if d < c - 1 and (c, d) not in _noted_small_dim:
         _noted_small_dim.add((c, d))
         warnings.warn(
@@ -138,10 +148,11 @@ def split_metrics(stats: SplitStats, geom: Between, weight, bias) -> dict[str, f
     tr_b = float((geom.centred**2).sum()) / c
     out["nc1_quotient"] = tr_w / tr_b
     sigma2 = stats.class_sq / stats.counts
-    diff = stats.means[:, None, :] - stats.means[None, :, :]
-    dist2 = (diff**2).sum(-1)
-    iu = torch.triu_indices(c, c, offset=1, device=dist2.device)
-    pair_d2 = dist2[iu[0], iu[1]]
+    # ||mu_a - mu_b||^2 for a < b from the differences themselves (no ||a||^2 + ||b||^2 - 2 a.b cancellation),
+    # of the local means (the origin cancels, and so does its rounding), one class at a time: O(C D) memory
+    local = stats.local_means
+    pair_d2 = torch.cat([((local[a + 1:] - local[a]) ** 2).sum(1) for a in range(c - 1)])
+    iu = torch.triu_indices(c, c, offset=1, device=local.device)  # the same (a, b) order
     if bool((pair_d2 == 0).any()):
         raise InputError("two class means coincide: the CDNV is undefined")
     out["cdnv"] = float(((sigma2[iu[0]] + sigma2[iu[1]]) / (2 * pair_d2)).mean())
@@ -166,8 +177,11 @@ def nc1_test_on_train_means(test: SplitStats, train: SplitStats, train_geom: Bet
     """(1/C) Tr(Sigma_W^{test|train} Sigma_B^{train,+}): test features around the *train* class means.
 
     sum_{i in c} ((h_i - mu_c^tr) . v)^2 = sum_{i in c} ((h_i - mu_c^te) . v)^2 + n_c ((mu_c^te - mu_c^tr) . v)^2.
+    The difference of the means is taken between the local means (the origins cancel exactly when the test
+    statistics reuse the train origin, as both routes do).
     """
-    shift = (test.means - train.means) @ train_geom.v  # (C, r)
+    diff = (test.local_means - train.local_means) + (test.origin - train.origin)
+    shift = diff @ train_geom.v  # (C, r)
     extra = (test.counts[:, None] * shift**2).sum(0)
     return nc1_from(test, train_geom, extra)
 
@@ -178,50 +192,73 @@ def ls_gap(theta_ls: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> 
     return float((theta - theta_ls).norm() / theta_ls.norm())
 
 
-def ridge_from_stats(counts: torch.Tensor, means: torch.Tensor, within: torch.Tensor,
-                     weight_decay: float) -> torch.Tensor:
+def ridge_from_stats(stats: SplitStats, weight_decay: float) -> torch.Tensor:
     """[W_LS b_LS] (C, D+1) from the class counts, class means and within-class scatter of the train features.
 
     Minimises (1/2N) sum_i ||W h_i + b - e_{y_i}||^2 + (lambda/2)(||W||^2 + ||b||^2); with lambda = 0, the
     minimum-norm solution. One algorithm for the in-memory and the streaming route (both pass the same
-    statistics), stable near collapse:
+    statistics), stable near collapse *and* at any offset of the features:
 
-    With x = [h; 1], the normal equations are Theta (G + N lambda I) = R, G = sum_i x_i x_i^T = A + B,
-    A = [S_W 0; 0 0] (S_W = sum_i (h_i - mu_y)(h_i - mu_y)^T, small near collapse), B = sum_c n_c xbar_c
-    xbar_c^T (xbar_c = [mu_c; 1], large), and R = sum_c n_c e_c xbar_c^T. Forming G would bury A under B's
-    rounding (relative error eps * |B| / |A|, 1e-4 at a within-class spread of 1e-6). Instead, in the
-    orthonormal basis [U P] with U spanning the xbar_c, B lives in the U block only, R P = 0, and
-        Theta_P = -Theta_U A_UP (A_PP + N lambda I)^+,
-        Theta_U (B_UU + A_UU + N lambda I - A_UP (A_PP + N lambda I)^+ A_PU) = R_U,
-    where every small block comes from S_W directly. The pseudo-inverse keeps the eigenvalues of the
-    symmetric P block above (D + 1) * eps times its largest (the rank rule of numpy's pinv), so dead or
-    constant features get a zero coefficient: the minimum-norm solution. The U block's Schur complement is at
-    least B_UU, positive definite for distinct classes.
+    1. The bias is eliminated in closed form. Setting the gradient in b to zero gives
+       b = (e_bar - W h_bar) / (1 + lambda) (h_bar the sample mean, e_bar = n / N the class frequencies), and
+       W then minimises (1/2N) sum_i ||W (h_i - h_bar) - (e_{y_i} - e_bar)||^2 + (lambda/2)||W||^2
+       + (kappa/2)||e_bar - W h_bar||^2, kappa = lambda / (1 + lambda): normal equations
+       W (M0 + N kappa h_bar h_bar^T) = R + N kappa e_bar h_bar^T, M0 = S_T + N lambda I, where the total
+       scatter S_T = S_W + sum_c n_c (mu_c - h_bar)(mu_c - h_bar)^T and R = sum_c n_c e_c (mu_c - h_bar)^T do
+       not depend on the offset. Sherman-Morrison with u = M0^+ h_bar, gamma = h_bar . u and W0 = R M0^+:
+           W = W0 + (e_bar - W0 h_bar) alpha^T / (1 + beta),  b = (e_bar - W0 h_bar) / ((1 + lambda)(1 + beta)),
+       alpha = N kappa u, beta = N kappa gamma. Every term is a product or a quotient: an offset of 1e9 costs
+       no digits (forming [h 1]^T [h 1] would square its condition number, ~(offset / spread)^2).
+    2. M0 is applied as in the 0.2 fit, so that near collapse the small S_W is never added to the large
+       between-class part: in the orthonormal basis [U P], U spanning the centred class means, the
+       between-class scatter B lives in the U block only, and
+           x_P = (r_P - x_U A_UP)(A_PP + N lambda I)^+,
+           x_U (B_UU + A_UU + N lambda I - A_UP (A_PP + N lambda I)^+ A_PU) = r_U - r_P (A_PP + N lambda I)^+ A_PU
+       solve x M0 = r, with every small block straight from S_W (A = S_W). The pseudo-inverse keeps the
+       eigenvalues of the symmetric P block above (D + 1) * eps times its largest (numpy's pinv rule).
+    3. Directions it drops (features that are constant over the train set) carry the lambda -> 0 limit of
+       the ridge solution: alpha and beta gain h_n / (1 + lambda) and ||h_n||^2 / (1 + lambda), h_n the part
+       of h_bar along them. So a feature that is 0 everywhere (a dead ReLU) gets a zero coefficient, and a
+       constant non-zero feature shares the bias's role with b: the minimum-norm solution.
     """
-    c, d = means.shape
+    counts, local, within = stats.counts, stats.local_means, stats.within
+    c, d = local.shape
     n = counts.sum()
-    xbar = torch.cat([means, torch.ones(c, 1, dtype=means.dtype, device=means.device)], dim=1)  # (C, D+1)
-    u_full, s, _ = torch.linalg.svd(xbar.T, full_matrices=True)  # (D+1, D+1)
-    r = int((s > s[0] * max(c, d + 1) * EPS64).sum())
+    lam = float(weight_decay)
+    kappa_n = float(n) * lam / (1.0 + lam)  # N kappa
+    ridge = float(n) * lam
+    dd = dict(dtype=local.dtype, device=local.device)
+    hbar_local = (counts @ local) / n
+    hbar = stats.origin + hbar_local  # the only quantity at the offset's scale
+    ebar = counts / n
+    centred = local - hbar_local  # (C, D), sum_c n_c centred_c = 0: rank <= C - 1
+    u_full, s, _ = torch.linalg.svd(centred.T, full_matrices=True)  # (D, D)
+    r = min(int((s > s[0] * max(c, d) * EPS64).sum()), c - 1)
     u, p = u_full[:, :r], u_full[:, r:]
-    a = torch.zeros(d + 1, d + 1, dtype=within.dtype, device=within.device)
-    a[:d, :d] = within
-    a_uu, a_up, a_pp = u.T @ a @ u, u.T @ a @ p, p.T @ a @ p
-    xu = xbar @ u  # (C, r)
-    b_uu = (xu.T * counts) @ xu
-    ridge = float(n) * weight_decay
-    r_u = counts[:, None] * xu  # R U = sum_c n_c e_c (xbar_c U)^T, one row per class
-    if p.shape[1]:
-        evals, evecs = torch.linalg.eigh(a_pp + ridge * torch.eye(p.shape[1], dtype=a.dtype, device=a.device))
-        top = float(evals.max()) if evals.numel() else 0.0
-        keep = evals > max(top, 0.0) * (d + 1) * EPS64
-        inv = torch.where(keep, 1.0 / torch.where(keep, evals, torch.ones_like(evals)), torch.zeros_like(evals))
-        k = (a_up @ evecs) * inv  # A_UP (A_PP + N lambda I)^+ = A_UP V diag(1/e) V^T
-        coupling = k @ evecs.T  # (r, D+1-r)
-        schur = b_uu + a_uu + ridge * torch.eye(r, dtype=a.dtype, device=a.device) - coupling @ a_up.T
-    else:
-        coupling = torch.zeros(r, 0, dtype=a.dtype, device=a.device)
-        schur = b_uu + a_uu + ridge * torch.eye(r, dtype=a.dtype, device=a.device)
-    theta_u = torch.linalg.solve(schur, r_u.T).T  # (C, r), schur symmetric
-    theta_p = -theta_u @ coupling
-    return theta_u @ u.T + theta_p @ p.T
+    a_uu, a_up, a_pp = u.T @ within @ u, u.T @ within @ p, p.T @ within @ p
+    cu = centred @ u  # (C, r)
+    b_uu = (cu.T * counts) @ cu
+    evals, evecs = torch.linalg.eigh(a_pp + ridge * torch.eye(d - r, **dd))
+    top = float(evals.max()) if evals.numel() else 0.0
+    keep = evals > max(top, 0.0) * (d + 1) * EPS64
+    inv = torch.where(keep, 1.0 / torch.where(keep, evals, torch.ones_like(evals)), torch.zeros_like(evals))
+    pinv_pp = (evecs * inv) @ evecs.T  # (A_PP + N lambda I)^+
+    coupling = a_up @ pinv_pp  # (r, D - r)
+    schur = b_uu + a_uu + ridge * torch.eye(r, **dd) - coupling @ a_up.T  # >= B_UU, positive definite
+
+    def solve(rhs_u, rhs_p):
+        """x M0 = [rhs_u rhs_p] in the [U P] basis (rows of rhs), returned in the feature basis."""
+        x_u = torch.linalg.solve(schur, (rhs_u - rhs_p @ coupling.T).T).T
+        x_p = (rhs_p - x_u @ a_up) @ pinv_pp
+        return x_u @ u.T + x_p @ p.T
+
+    w0 = solve(counts[:, None] * cu, torch.zeros(c, d - r, **dd))  # R M0^+, R = sum_c n_c e_c centred_c^T
+    m0_hbar = solve((hbar @ u)[None], (hbar @ p)[None])[0]  # M0^+ h_bar
+    dropped = p @ evecs[:, ~keep]  # (D, k) orthonormal: the directions the pseudo-inverse drops
+    h_null = hbar @ dropped  # the part of h_bar along them
+    alpha = kappa_n * m0_hbar + (dropped @ h_null) / (1.0 + lam)
+    beta = kappa_n * float(hbar @ m0_hbar) + float((h_null**2).sum()) / (1.0 + lam)
+    resid = ebar - w0 @ hbar  # e_bar - W0 h_bar, (C,)
+    w = w0 + resid[:, None] * alpha[None, :] / (1.0 + beta)
+    b = resid / ((1.0 + lam) * (1.0 + beta))
+    return torch.cat([w, b[:, None]], dim=1)

@@ -15,9 +15,6 @@
 
 from __future__ import annotations
 
-import gzip
-import io
-import json
 from pathlib import Path
 
 from .._errors import InputError
@@ -86,17 +83,13 @@ def export_data(store, sweep_name: str, out_dir: Path, *, source: str = "") -> l
     """``results.csv``, ``records.jsonl.gz`` and a ``README.md`` summary of a sweep (byte-stable for the same
     records)."""
     from .._io import write_replace
-    from ..store import ResultsStore, load_frame
+    from ..store import ResultsStore, frame_csv, gzip_bytes, load_frame, records_jsonl
 
     st = store if isinstance(store, ResultsStore) else ResultsStore(store)
     frame = load_frame(st, sweep=sweep_name)
-    csv = frame.to_csv(index=False, lineterminator="\n").encode()  # shortest round-trip floats
     records = sorted(st.records(sweep=sweep_name), key=lambda r: r["provenance"]["job_id"])
-    raw = "".join(json.dumps(r, sort_keys=True, separators=(",", ":")) + "\n" for r in records).encode()
-    buf = io.BytesIO()
-    with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0, filename="") as f:
-        f.write(raw)
-    return [write_replace(out_dir / "results.csv", csv), write_replace(out_dir / "records.jsonl.gz", buf.getvalue()),
+    return [write_replace(out_dir / "results.csv", frame_csv(frame)),
+            write_replace(out_dir / "records.jsonl.gz", gzip_bytes(records_jsonl(records))),
             write_replace(out_dir / "README.md", summary_markdown(frame, sweep_name, source).encode())]
 
 

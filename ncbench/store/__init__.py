@@ -14,7 +14,8 @@ The package, one job per file:
 ``_frame``
     :func:`load_frame`: one row per finished job, numbers as numbers.
 ``_formats``
-    import and export: :func:`import_records`, :func:`export_results`, :func:`write_export`.
+    import and export: :func:`import_records` (record files and jsonl exports), :func:`export_results`
+    (csv, jsonl, parquet), :func:`write_export` (``.gz`` compressed).
 
 >>> store = ResultsStore("ncbench-results/results.sqlite")      # doctest: +SKIP
 >>> frame = load_frame(store, sweep="mnist1d-capacity")         # doctest: +SKIP
@@ -23,9 +24,11 @@ The package, one job per file:
 """
 
 from ._db import BUSY_TIMEOUT_S, DEFAULT_STORE, STATUSES, STORE_VERSION
-from ._formats import EXPORT_FORMATS, ImportReport, export_results, import_records, write_export
+from ._formats import (EXPORT_DIGITS, EXPORT_FORMATS, IMPORT_SUFFIXES, ImportReport, denoise, export_results,
+                       format_of, frame_csv, frame_table, gzip_bytes, import_records, records_jsonl, write_export)
 from ._frame import load_frame
 from ._jobs import ResultsStore, _as_store
 
-__all__ = ["BUSY_TIMEOUT_S", "DEFAULT_STORE", "EXPORT_FORMATS", "STATUSES", "STORE_VERSION", "ImportReport",
-           "ResultsStore", "export_results", "import_records", "load_frame", "write_export"]
+__all__ = ["BUSY_TIMEOUT_S", "DEFAULT_STORE", "EXPORT_DIGITS", "EXPORT_FORMATS", "IMPORT_SUFFIXES", "STATUSES",
+           "STORE_VERSION", "ImportReport", "ResultsStore", "denoise", "export_results", "format_of", "frame_csv",
+           "frame_table", "gzip_bytes", "import_records", "load_frame", "records_jsonl", "write_export"]

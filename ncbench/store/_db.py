@@ -11,6 +11,12 @@ Tables (``user_version`` is :data:`STORE_VERSION`; a newer file is refused, not 
     belongs to every sweep that asked for it: a job one sweep computed is reused, not recomputed, by another.
 ``sweeps``
     each sweep's axes in grid order (what :func:`ncbench.store.load_frame` names its axis columns after).
+``sweep_cells`` (layout 2)
+    each sweep's grid as its last run registered it: one row per cell (``cell``, ``job_id``, ``axes``),
+    finished or not, so that what is missing can be counted against the grid. A sweep registered by
+    layout 1 has no rows here: its grid is unknown until the sweep runs again.
+
+A file of an older layout is migrated when it is opened (one transaction, :data:`MIGRATIONS`).
 
 Every write is one transaction (``BEGIN IMMEDIATE`` ... ``COMMIT``) with a busy timeout, so several
 processes may write at once and none loses a row; a process killed mid-write leaves the last committed state.
@@ -28,7 +34,7 @@ from .._errors import InputError
 
 DEFAULT_STORE = "ncbench-results/results.sqlite"
 #: the store's own layout version (``PRAGMA user_version``): a newer file is refused, not misread
-STORE_VERSION = 1
+STORE_VERSION = 2
 STATUSES = ("done", "failed")
 #: seconds a writer waits for another writer's transaction before giving up (SQLite ``busy_timeout``)
 BUSY_TIMEOUT_S = 120.0
@@ -65,6 +71,22 @@ CREATE TABLE IF NOT EXISTS sweeps (
     updated TEXT NOT NULL
 );
 """
+
+#: ``{from_version: statements}`` that take a file from layout ``from_version`` to ``from_version + 1``; a new
+#: file gets the layout-1 tables above, then every migration, so each migration runs in every test that opens
+#: a store
+MIGRATIONS = {
+    1: """
+CREATE TABLE IF NOT EXISTS sweep_cells (
+    sweep  TEXT NOT NULL,
+    cell   INTEGER,
+    job_id TEXT NOT NULL,
+    axes   TEXT NOT NULL,
+    PRIMARY KEY (sweep, job_id)
+);
+CREATE INDEX IF NOT EXISTS sweep_cells_cell ON sweep_cells (sweep, cell);
+""",
+}
 
 
 def now() -> str:
@@ -110,7 +132,7 @@ class transaction:
 
 def connect(path: str | os.PathLike, *, create: bool) -> sqlite3.Connection:
     """Open the store file in WAL mode with the busy timeout, creating its tables (and, with ``create``, the
-    file and its folder).
+    file and its folder) or migrating an older layout to :data:`STORE_VERSION`.
 
     Raises
     ------
@@ -140,9 +162,19 @@ def connect(path: str | os.PathLike, *, create: bool) -> sqlite3.Connection:
         conn.close()
         raise InputError(f"{path} was written by a newer ncbench (store version {version}, this one reads "
                          f"up to {STORE_VERSION}); upgrade ncbench")
-    with transaction(conn):
-        for statement in filter(str.strip, _SCHEMA.split(";")):
-            conn.execute(statement)
-        if conn.execute("PRAGMA user_version").fetchone()[0] == 0:
+    if version < STORE_VERSION:
+        with transaction(conn):
+            # read again under the write lock: another process may have created or migrated the file meanwhile
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version == 0:
+                _run(conn, _SCHEMA)
+                version = 1
+            for step in range(version, STORE_VERSION):
+                _run(conn, MIGRATIONS[step])
             conn.execute(f"PRAGMA user_version = {STORE_VERSION}")
     return conn
+
+
+def _run(conn: sqlite3.Connection, script: str) -> None:
+    for statement in filter(str.strip, script.split(";")):
+        conn.execute(statement)

@@ -157,24 +157,54 @@ class ResultsStore:
                  "error": e, "config": json.loads(cfg) if cfg else None} for j, s, d, m, c, e, cfg, _ in rows]
 
     def summary(self) -> list[dict]:
-        """Per sweep: ``{sweep, done, failed, jobs}``; jobs in no sweep under ``sweep: None`` (last)."""
+        """Per sweep, counted against its grid: ``{sweep, grid, done, failed, missing, outside, jobs}``.
+
+        ``grid``: jobs in the sweep's grid as its last run registered it (None: not recorded, a sweep stored
+        by store layout 1 or made by ``ncbench results import --sweep``); ``done`` / ``failed``: grid jobs
+        stored so; ``missing``: grid jobs not stored at all (never run, or interrupted; None when the grid is
+        unknown); ``outside``: stored members that are not in the grid (added by an import); ``jobs``: stored
+        members. Without a grid, done and failed count the stored members. Jobs in no sweep come last, under
+        ``sweep: None``.
+        """
         if not self.exists():
             return []
         conn = self._read()
         out = []
         for name in self.sweeps():
-            counts = dict(conn.execute(
-                "SELECT j.status, count(*) FROM sweep_jobs m JOIN jobs j ON j.job_id = m.job_id "
-                "WHERE m.sweep = ? GROUP BY j.status", (name,)).fetchall())
-            out.append({"sweep": name, "done": counts.get("done", 0), "failed": counts.get("failed", 0),
-                        "jobs": sum(counts.values())})
+            members = dict(conn.execute(
+                "SELECT m.job_id, j.status FROM sweep_jobs m JOIN jobs j ON j.job_id = m.job_id "
+                "WHERE m.sweep = ?", (name,)).fetchall())
+            grid = self.grid(name)
+            row = {"sweep": name, "jobs": len(members), "grid": None, "missing": None, "outside": 0}
+            if grid is None:
+                states = list(members.values())
+            else:
+                states = [c["status"] for c in grid]
+                in_grid = {c["job_id"] for c in grid}
+                row.update(grid=len(grid), missing=states.count(None), outside=len(set(members) - in_grid))
+            row.update(done=states.count("done"), failed=states.count("failed"))
+            out.append(row)
         loose = dict(conn.execute(
             "SELECT status, count(*) FROM jobs WHERE job_id NOT IN (SELECT job_id FROM sweep_jobs) "
             "GROUP BY status").fetchall())
         if loose:
             out.append({"sweep": None, "done": loose.get("done", 0), "failed": loose.get("failed", 0),
-                        "jobs": sum(loose.values())})
+                        "jobs": sum(loose.values()), "grid": None, "missing": None, "outside": 0})
         return out
+
+    def grid(self, sweep: str) -> list[dict] | None:
+        """The sweep's grid as its last run registered it, in cell order: ``{cell, job_id, axes, status,
+        created, error}`` per job, ``status`` None for a job that is not stored (never ran, or interrupted).
+        None when the store does not know the sweep's grid (see :meth:`summary`)."""
+        if not self.exists():
+            return None
+        rows = self._read().execute(
+            "SELECT c.cell, c.job_id, c.axes, j.status, j.created, j.error FROM sweep_cells c LEFT JOIN jobs j "
+            "ON j.job_id = c.job_id WHERE c.sweep = ? ORDER BY c.cell IS NULL, c.cell, c.job_id", (sweep,)).fetchall()
+        if not rows:
+            return None
+        return [{"cell": c, "job_id": j, "axes": json.loads(a), "status": s, "created": t, "error": e}
+                for c, j, a, s, t, e in rows]
 
     def jobs(self, *, sweep: str) -> list[dict]:
         """One sweep's jobs, done and failed, in grid order: ``{job_id, status, created, error, axes}``."""
@@ -187,21 +217,27 @@ class ResultsStore:
 
     # ----------------------------------------------------------------------------------------------- writes
 
-    def put_sweep(self, name: str, axes, *, job_ids=None) -> None:
-        """Register (or update) a sweep's axes, in grid order.
+    def put_sweep(self, name: str, axes, *, cells=None) -> None:
+        """Register (or update) a sweep's axes, in grid order, and its grid.
 
-        ``job_ids``: the jobs of the grid as it is now. Membership of jobs outside it (cells of an edited grid)
-        is dropped, so that ``load_frame(sweep=name)`` is the current grid; the jobs themselves stay in the
-        store, and a grid that brings a cell back reuses its job."""
+        ``cells``: the grid as it is now, ``[(cell, job_id, axes)]`` (every job of the grid, finished or
+        not). It replaces the grid recorded before, so that :meth:`summary` counts what is missing against it;
+        membership of stored jobs outside it (cells of an edited grid) is dropped, so that
+        ``load_frame(sweep=name)`` is the current grid. The jobs themselves stay in the store, and a grid that
+        brings a cell back reuses its job."""
         axes = [str(a) for a in axes]
+        cells = None if cells is None else [(c, str(j), axes_json(a)) for c, j, a in cells]
         with transaction(self._write()) as conn:
             conn.execute("INSERT INTO sweeps (name, axes, updated) VALUES (?, ?, ?) ON CONFLICT (name) DO UPDATE "
                          "SET axes = excluded.axes, updated = excluded.updated", (name, json.dumps(axes), now()))
-            if job_ids is not None:
-                keep = set(job_ids)
+            if cells is not None:
+                keep = {j for _, j, _ in cells}
                 old = [j for (j,) in conn.execute("SELECT job_id FROM sweep_jobs WHERE sweep = ?", (name,))]
                 conn.executemany("DELETE FROM sweep_jobs WHERE sweep = ? AND job_id = ?",
                                  [(name, j) for j in old if j not in keep])
+                conn.execute("DELETE FROM sweep_cells WHERE sweep = ?", (name,))
+                conn.executemany("INSERT INTO sweep_cells (sweep, cell, job_id, axes) VALUES (?, ?, ?, ?)",
+                                 [(name, c, j, a) for c, j, a in cells])
 
     def put_record(self, record: dict, *, sweep: str | None = None, axes: dict | None = None,
                    cell: int | None = None) -> bool:

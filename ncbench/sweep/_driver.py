@@ -35,7 +35,10 @@ class SweepReport:
     another sweep and added to this one now). failed_before : stored as failed and not retried.
     submitted_earlier : jobs submitted to Slurm by an earlier call and still running there.
     to_run : jobs this call ran or would run. done, failed : finished in this call.
-    interrupted : cells that did not finish (they run again next call). still_running : Slurm jobs left running.
+    interrupted : every job this call set out to run that neither finished nor is still running on Slurm
+    (running when the call stopped, or not started yet); they run again next call. still_running : Slurm
+    jobs left running. grid_done, grid_failed, grid_missing : the whole grid after this call, as the store
+    holds it (missing: not stored at all).
     stopped : why the call ended early, or None. estimate_s / estimate_method : the dry run's estimate
     (total run time of ``to_run``, one job after another) and how it was made. parallel : jobs at once.
     """
@@ -61,6 +64,9 @@ class SweepReport:
     executor: str = "local"
     wall_time_s: float = 0.0
     failures: list[dict] = field(default_factory=list)
+    grid_done: int | None = None
+    grid_failed: int | None = None
+    grid_missing: int | None = None
 
     @property
     def exit_code(self) -> int:
@@ -138,6 +144,7 @@ class _Sink:
         self.store, self.sweep, self.meta, self.progress = store, sweep, meta, progress
         self.done, self.failed = 0, 0
         self.failures: list[dict] = []
+        self.finished: set[str] = set()  # job ids stored (done or failed) by this call
 
     def result(self, spec: JobSpec, record) -> None:
         got = (record or {}).get("provenance", {}).get("job_id") if isinstance(record, dict) else None
@@ -151,6 +158,7 @@ class _Sink:
             self.failure(spec, f"the record could not be stored: {err}")
             return
         self.done += 1
+        self.finished.add(spec.job_id)
         wall = (record.get("provenance", {}).get("wall_time_s") or {})
         total = wall.get("total") if isinstance(wall, dict) else None
         acc = (record.get("accuracy") or {}).get("test")
@@ -164,6 +172,7 @@ class _Sink:
         self.store.put_failure(spec.job_id, sweep=self.sweep, axes=spec.axes, dataset=dataset, model=model,
                                config=spec.config or None, error=message, cell=spec.cell)
         self.failed += 1
+        self.finished.add(spec.job_id)
         self.failures.append({"cell": spec.cell, "axes": spec.axes, "job_id": spec.job_id, "error": message})
         self.progress.finished(spec, "FAILED", message.splitlines()[0][:200] if message else "")
 
@@ -319,7 +328,7 @@ def _run(sweep, st, executor, workers, dry_run, retry_failed, threads, progress,
             report.estimate_s, report.estimate_method = est.seconds, est.method
         report.wall_time_s = time.monotonic() - t0
         return report
-    st.put_sweep(sweep.name, sweep.axes, job_ids=[job_id for _, _, job_id in planned])
+    st.put_sweep(sweep.name, sweep.axes, cells=[(job.cell, job_id, job.axes) for job, _, job_id in planned])
     for job, job_id in to_link:
         st.link(job_id, sweep=sweep.name, axes=job.axes, cell=job.cell)
     meta = {job_id: (cfg.dataset, cfg.model) for _, cfg, job_id in planned}
@@ -342,8 +351,16 @@ def _run(sweep, st, executor, workers, dry_run, retry_failed, threads, progress,
     finally:
         bar.close()
     report.done, report.failed, report.failures = sink.done, sink.failed, sink.failures
-    report.interrupted = [{"cell": s.cell, "axes": s.axes, "job_id": s.job_id} for s in outcome.interrupted]
+    # counted here, against what this call set out to run, not from the executor's list: a job queued behind
+    # the running ones when Ctrl-C came did not finish either
+    elsewhere = {s.job_id for s in outcome.still_running} | on_slurm
+    report.interrupted = [{"cell": s.cell, "axes": s.axes, "job_id": s.job_id} for s in specs
+                          if s.job_id not in sink.finished and s.job_id not in elsewhere]
     report.still_running = len(outcome.still_running)
+    now = st.statuses([job_id for _, _, job_id in planned])
+    report.grid_done = sum(1 for v in now.values() if v == "done")
+    report.grid_failed = sum(1 for v in now.values() if v == "failed")
+    report.grid_missing = report.total - report.grid_done - report.grid_failed
     report.stopped = outcome.reason
     report.user_interrupt = outcome.user_interrupt
     report.wall_time_s = time.monotonic() - t0
@@ -390,5 +407,8 @@ def format_report(report: SweepReport) -> str:
         cells = ", ".join(f"{i['cell']} {format_axes(i['axes'])}" for i in r.interrupted[:10])
         more = f" and {len(r.interrupted) - 10} more" if len(r.interrupted) > 10 else ""
         lines.append(f"{len(r.interrupted)} job(s) did not finish and run again on the next call: cells {cells}{more}")
+    if r.grid_done is not None and (r.grid_done < r.total):
+        lines.append(f"the grid now: {r.grid_done} of {r.total} jobs done, {r.grid_failed} failed, {r.grid_missing} "
+                     f"not stored (ncbench results list --sweep {r.name})")
     return "\n".join(lines)
 
