@@ -448,7 +448,7 @@ def _model_info(model, checkpoint, num_parameters: int, source: str) -> dict:
             "trained_by": getattr(model, "trained_by", None) if source != "trained" else None,
             "init_checksum": getattr(model, "init_checksum", None) or
             ((getattr(model, "trained_by", None) or {}).get("init_checksum")),
-            "load_notes": list(getattr(model, "load_notes", []) or [])}
+            "load_notes": [getattr(model, "load_note")] if getattr(model, "load_note", None) else []}
     if hasattr(model, "fc_fit_residual"):
         info["fc_fit_residual"] = model.fc_fit_residual
     return info
