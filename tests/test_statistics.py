@@ -456,7 +456,10 @@ def test_a_format_1_board_still_renders(tmp_path):
     for name in ("board.json", "measures.csv"):
         shutil.copy(src / name, tmp_path / name)
     render_measures_board(tmp_path)
-    assert "written by an older ncbench (format 1)" in (tmp_path / "README.md").read_text()
+    text = (tmp_path / "README.md").read_text()
+    assert "written by an older ncbench (format 1)" in text
+    # it had no paired tests: the board must not word a ranking as if they had been made
+    assert "no paired test on this board" in text and "margin the corrected paired test supports" not in text
 
 
 def test_psi_figure_legend_covers_no_bar(table):

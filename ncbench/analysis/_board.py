@@ -219,12 +219,15 @@ def _verdict(target: str, rows: pd.DataFrame) -> str:
             out.append(f"Ranked by |Ψ| among the {len(ranked_rows)} predictors that read no test label, "
                        f"`{lead['predictor']}` ({lead['family']}) comes first: {_psi_text(lead)}, corrected "
                        f"{p_is(lead['psi_p_adj'])} for Ψ = 0.")
-        tied = ranked_rows[(ranked_rows["rank"] > ranked_rows["rank"].min())
-                           & ranked_rows["tied_with_best"].map(lambda v: yes_no(v) == "yes")]
-        if len(tied):
+        others = ranked_rows[ranked_rows["rank"] > ranked_rows["rank"].min()]
+        verdicts = others["tied_with_best"].map(yes_no)
+        tied = others[verdicts == "yes"]
+        if (verdicts == "n/a").any():
+            out.append("Whether the others differ from it was not tested (no paired test on this board).")
+        elif len(tied):
             out.append(f"The corrected paired test of the |Ψ| difference cannot tell {len(tied)} other(s) from it, "
                        f"so the best is a tie among them: " + ", ".join(f"`{p}`" for p in tied["predictor"]) + ".")
-        elif len(ranked_rows) > len(first):
+        elif len(others):
             out.append("Every other predictor's |Ψ| is below it by a margin the corrected paired test supports.")
     collapse = ranked_rows[ranked_rows["family"].isin(COLLAPSE_FAMILIES)]
     if collapse.empty:
