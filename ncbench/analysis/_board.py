@@ -167,7 +167,6 @@ def _margin_sentence(label: str, r, corr: str) -> str:
     base = f"{label} is `{r['predictor']}` ({r['family']}), {_psi_text(r)}"
     if not r["baseline"] or math.isnan(d):
         return base + "; there is no baseline to compare it with."
-    side = "larger" if d > 0 else "smaller" if d < 0 else "no different"
     if _significant(p):
         verdict = f"significant at {ALPHA:g} after the {corr} correction ({p_is(p)})"
         if d < 0:
@@ -175,8 +174,8 @@ def _margin_sentence(label: str, r, corr: str) -> str:
     else:
         verdict = (f"not significant after the {corr} correction ({p_is(p)}): on this grid the two cannot be "
                    "told apart")
-    return (f"{base}. Against the best baseline, `{r['baseline']}`, its |Ψ| is {side} by "
-            f"{fmt_ci(d, lo, hi)} (paired over the grid's lines): {verdict}.")
+    return (f"{base}. Against the best baseline, `{r['baseline']}`: its |Ψ| minus the baseline's is "
+            f"{fmt_ci(d, lo, hi)} (paired over the grid's lines), {verdict}.")
 
 
 def _clean_sentence(target: str, r) -> str:
@@ -189,6 +188,8 @@ def _clean_sentence(target: str, r) -> str:
         kept = ""
     elif share < 0:
         kept = "; the association reverses"
+    elif share > 1:
+        kept = f"; it is stronger given clean accuracy (partial / raw = {share:.2f})"
     else:
         kept = f"; {share:.0%} of it survives"
     zero = "" if math.isnan(lo) else ("; the interval includes 0" if lo <= 0 <= hi else "; the interval excludes 0")
