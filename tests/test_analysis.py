@@ -648,11 +648,11 @@ def test_board_sentences_come_from_the_statistics():
     assert "`train.cdnv` (train) comes first" in text
     assert "cannot tell 1 other(s) from it, so the best is a tie among them: `val.nc1`." in text
     assert ("The best collapse predictor is `train.cdnv` (train), Ψ = -0.800 [-0.900, -0.700]. Against the best "
-            "baseline, `sum_squared_weights`, its |Ψ| is larger by +0.500 [+0.300, +0.700] (paired over the grid's "
-            "lines): not significant after the holm correction (p = 0.2)") in text
+            "baseline, `sum_squared_weights`: its |Ψ| minus the baseline's is +0.500 [+0.300, +0.700] (paired over "
+            "the grid's lines), not significant after the holm correction (p = 0.200)") in text
     assert ("The best held-out collapse predictor is `val.nc1` (val), Ψ = -0.700 [-0.800, -0.600]. Against the best "
-            "baseline, `sum_squared_weights`, its |Ψ| is larger by +0.400 [+0.200, +0.600] (paired over the grid's "
-            "lines): significant at 0.05 after the holm correction (p = 0.01)") in text
+            "baseline, `sum_squared_weights`: its |Ψ| minus the baseline's is +0.400 [+0.200, +0.600] (paired over "
+            "the grid's lines), significant at 0.05 after the holm correction (p = 0.0100)") in text
     assert "Of the metrics that read the test labels (described, not ranked), `test.ncc_accuracy`" in text
     withheld = rows.assign(withheld="only 4 configurations (fewer than 16)")
     assert _verdict("test_accuracy", withheld) == ("Not ranked, no intervals or p-values: only 4 configurations "

@@ -167,7 +167,6 @@ def _margin_sentence(label: str, r, corr: str) -> str:
     base = f"{label} is `{r['predictor']}` ({r['family']}), {_psi_text(r)}"
     if not r["baseline"] or math.isnan(d):
         return base + "; there is no baseline to compare it with."
-    side = "larger" if d > 0 else "smaller" if d < 0 else "no different"
     if _significant(p):
         verdict = f"significant at {ALPHA:g} after the {corr} correction ({p_is(p)})"
         if d < 0:
@@ -175,8 +174,8 @@ def _margin_sentence(label: str, r, corr: str) -> str:
     else:
         verdict = (f"not significant after the {corr} correction ({p_is(p)}): on this grid the two cannot be "
                    "told apart")
-    return (f"{base}. Against the best baseline, `{r['baseline']}`, its |Ψ| is {side} by "
-            f"{fmt_ci(d, lo, hi)} (paired over the grid's lines): {verdict}.")
+    return (f"{base}. Against the best baseline, `{r['baseline']}`: its |Ψ| minus the baseline's is "
+            f"{fmt_ci(d, lo, hi)} (paired over the grid's lines), {verdict}.")
 
 
 def _clean_sentence(target: str, r) -> str:
@@ -189,6 +188,8 @@ def _clean_sentence(target: str, r) -> str:
         kept = ""
     elif share < 0:
         kept = "; the association reverses"
+    elif share > 1:
+        kept = f"; it is stronger given clean accuracy (partial / raw = {share:.2f})"
     else:
         kept = f"; {share:.0%} of it survives"
     zero = "" if math.isnan(lo) else ("; the interval includes 0" if lo <= 0 <= hi else "; the interval excludes 0")
@@ -219,12 +220,15 @@ def _verdict(target: str, rows: pd.DataFrame) -> str:
             out.append(f"Ranked by |Ψ| among the {len(ranked_rows)} predictors that read no test label, "
                        f"`{lead['predictor']}` ({lead['family']}) comes first: {_psi_text(lead)}, corrected "
                        f"{p_is(lead['psi_p_adj'])} for Ψ = 0.")
-        tied = ranked_rows[(ranked_rows["rank"] > ranked_rows["rank"].min())
-                           & ranked_rows["tied_with_best"].map(lambda v: yes_no(v) == "yes")]
-        if len(tied):
+        others = ranked_rows[ranked_rows["rank"] > ranked_rows["rank"].min()]
+        verdicts = others["tied_with_best"].map(yes_no)
+        tied = others[verdicts == "yes"]
+        if (verdicts == "n/a").any():
+            out.append("Whether the others differ from it was not tested (no paired test on this board).")
+        elif len(tied):
             out.append(f"The corrected paired test of the |Ψ| difference cannot tell {len(tied)} other(s) from it, "
                        f"so the best is a tie among them: " + ", ".join(f"`{p}`" for p in tied["predictor"]) + ".")
-        elif len(ranked_rows) > len(first):
+        elif len(others):
             out.append("Every other predictor's |Ψ| is below it by a margin the corrected paired test supports.")
     collapse = ranked_rows[ranked_rows["family"].isin(COLLAPSE_FAMILIES)]
     if collapse.empty:

@@ -167,13 +167,6 @@ def t_p(estimate, se, df: int) -> np.ndarray:
 
 # ---------------------------------------------------------------- intervals and p-values
 
-def percentile_interval(draws: np.ndarray, alpha: float = ALPHA) -> tuple[np.ndarray, np.ndarray]:
-    """(lo, hi) percentile interval along the last axis; NaN draws ignored."""
-    with np.errstate(all="ignore"):
-        lo, hi = np.nanpercentile(draws, [100 * alpha / 2, 100 * (1 - alpha / 2)], axis=-1)
-    return lo, hi
-
-
 def adjust(p, method: str = "holm") -> np.ndarray:
     """p-values corrected for multiple comparisons (statsmodels ``multipletests``) over the finite entries.
 

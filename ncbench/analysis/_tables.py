@@ -75,7 +75,7 @@ def ranked(table: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
 def fmt_p(v) -> str:
     """A p-value: "< 0.001" below 0.001, else three significant digits (0.0496, not a rounded 0.050);
     "n/a" when missing."""
-    text = fmt(v, ".3g")
+    text = fmt(v, "#.3g")  # trailing zeros kept: 0.0500 is not 0.05
     if text == "n/a":
         return text
     return "< 0.001" if float(v) < 0.001 else text
@@ -163,7 +163,7 @@ def regression_markdown(table: pd.DataFrame) -> str:
                       f"Grouped {int(r0['cv_folds'])}-fold over {r0['cv_group_axis']}.", ""]
         if "baseline" in has and r0.get("baseline"):
             lines += [f"Best baseline (family measures, by |Ψ|): `{r0['baseline']}`.", ""]
-        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        lines += ["| " + " | ".join(_md_cell(h) for h in head) + " |", "|" + "---|" * len(head)]
         notes = []
         for _, r in rows.iterrows():
             g = r.get

@@ -76,7 +76,8 @@ def _first_origin(h: torch.Tensor) -> torch.Tensor:
 
 
 def _ncc(dots: torch.Tensor, ref_sq: torch.Tensor) -> torch.Tensor:
-    """argmin_c ||h - r_c||^2 = argmin_c (||r_c||^2 - 2 h.r_c), from the products ``dots`` = h r^T (B, C).
+    """argmin_c ||h - r_c||^2 = argmin_c (||r_c||^2 - 2 h.r_c), from the products ``dots`` = h r^T (B, C)
+    (or h (r - r_bar)^T: a term that is the same for every class does not move the argmin).
 
     h and r are both relative to the same origin: at a large shared offset, ||r_c||^2 would otherwise be
     ~offset^2 and swamp the differences between classes in rounding.
@@ -190,10 +191,12 @@ class SpanStats:
             span = torch.cat([span, ref - ref.mean(0)])
         q = torch.linalg.svd(span, full_matrices=False)[2].T  # (D, k), k <= min(C or 2C, D)
         k = q.shape[1]
-        cols = [q, ref.T] + ([] if self.weight is None else [self.weight.T])
+        cols = q if self.weight is None else torch.cat([q, self.weight.T], dim=1)
         d = local.shape[1]
+        # nearest centre: argmin_c ||h - r_c||^2 = argmin_c (||r_c||^2 - 2 h.(r_c - r_bar)), and r_c - r_bar lies
+        # in the span of q, so h.(r_c - r_bar) = (h q).(q^T (r_c - r_bar)): the projections serve the rule too
         self._second = dict(
-            local=local, q=q, k=k, cols=torch.cat(cols, dim=1), local_q=local @ q,
+            local=local, q=q, k=k, cols=cols, local_q=local @ q, ref_q=(ref - ref.mean(0)) @ q,
             ref_sq=(ref * ref).sum(1), bias=_local_bias(self.weight, self.bias, self.origin),
             gram=torch.zeros(k, k, dtype=torch.float64, device=local.device),
             class_sq=torch.zeros(self.num_classes, dtype=torch.float64, device=local.device),
@@ -207,20 +210,21 @@ class SpanStats:
         if self._second is None:
             self._start_second_pass()
         s = self._second
-        c, k = self.num_classes, s["k"]
+        k = s["k"]
         hl = h.to(torch.float64) - self.origin
         z = hl - s["local"].index_select(0, y)
         s["class_sq"].index_add_(0, y, torch.einsum("ij,ij->i", z, z))
         if s["within"] is not None:
             s["within"].addmm_(z.T, z)
-        # one product gives the projections, the products with the reference means and the logits
+        # one product gives the projections (for the scatter and the nearest centre) and the logits
         prod = hl @ s["cols"]
-        zq = prod[:, :k] - s["local_q"].index_select(0, y)
+        hq = prod[:, :k]
+        zq = hq - s["local_q"].index_select(0, y)
         s["gram"].addmm_(zq.T, zq)
-        ncc = _ncc(prod[:, k:k + c], s["ref_sq"])
+        ncc = _ncc(hq @ s["ref_q"].T, s["ref_sq"])
         s["correct"] += int((ncc == y).sum())
         if self.weight is not None:
-            s["mismatch"] += int((ncc != (prod[:, k + c:] + s["bias"]).argmax(1)).sum())
+            s["mismatch"] += int((ncc != (prod[:, k:] + s["bias"]).argmax(1)).sum())
         s["n"] += h.shape[0]
 
     def stats(self) -> SplitStats:
