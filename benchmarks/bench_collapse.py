@@ -16,7 +16,19 @@
 - floor: one pass over the features (the float64 conversion) plus one N x D x C matrix product.
 
 Features are float32 (as a model gives them); everything is computed in float64. Median of --repeats runs.
-Prints the ratios notebook/ncbench (goal >= 20) and ncbench/floor (goal <= 3). Measures; asserts nothing.
+Prints the ratios notebook/ncbench (goal >= 20) and ncbench/floor (goal <= 3).
+
+Per-layer collapse (second table): ``layer_collapse`` on the 32x16x16 = 8,192-wide batch-norm output of a
+small conv model, N train + N/4 test inputs, against the two routes it replaces, measured in the same run:
+
+- projected (0.2's route): ``layer_outputs(max_dim=4096)`` (one forward pass, every batch multiplied by a
+  seeded 8,192 x 4,096 Gaussian map, N x 4,096 stored) and ``collapse_metrics`` on the projection;
+- stored: ``layer_outputs`` at full width (N x 8,192 float64 stored) and ``collapse_metrics`` on it: exact,
+  but its memory grows with N D.
+
+ncbench's route reads each split twice (class means, then projections onto the span of the means) and holds
+O(C D) per layer. nc1 rel.err: relative difference of each route's train nc1 from the stored (exact) one.
+Measures; asserts nothing.
 """
 
 from __future__ import annotations
@@ -27,7 +39,8 @@ import time
 
 import torch
 
-from ncbench.collapse import collapse_metrics
+from ncbench.collapse import collapse_metrics, layer_collapse
+from ncbench.features import layer_outputs
 
 
 def timed(fn, repeats):
@@ -118,6 +131,49 @@ def main() -> None:
         rel = max(abs(nc1_sub - nc1_nb) / nc1_nb, abs(out["train"]["nc1"] - nc1_tp) / nc1_tp)
         print(f"{d:>5} {c:>4} {n_sub:>6} {t_nc:>10.3f} {t_nb:>11.2f} {t_tp:>10.3f} {t_fl:>8.3f} {t_ls:>9.3f} "
               f"{t_nb / t_nc:>17.1f} {t_tp / t_nc:>17.1f} {t_nc / t_fl:>14.2f} {rel:>13.1e}")
+    layers_table(500 if args.quick else 2000, args.repeats)
+
+
+def conv_bn_model(seed=0):
+    """Conv(3 -> 32, 3x3) -> BatchNorm2d(32) -> ReLU -> pool -> Linear(32, 10), eval mode, with non-trivial
+    running statistics: layer "1" outputs 32 x 16 x 16 = 8,192 values per 16 x 16 input."""
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 32, 3, padding=1, bias=False), torch.nn.BatchNorm2d(32), torch.nn.ReLU(inplace=True),
+        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(32, 10)).eval()
+    model[1].running_mean.normal_(generator=g)
+    model[1].running_var.uniform_(0.5, 2.0, generator=g)
+    return model
+
+
+def layers_table(n: int, repeats: int) -> None:
+    model = conv_bn_model()
+    g = torch.Generator().manual_seed(1)
+    templates = torch.randn(10, 3, 16, 16, generator=g)
+    y, yt = torch.arange(n) % 10, torch.arange(n // 4) % 10
+    x = templates[y] + 1.5 * torch.randn(n, 3, 16, 16, generator=g)
+    xt = templates[yt] + 1.5 * torch.randn(n // 4, 3, 16, 16, generator=g)
+
+    def via_outputs(max_dim):
+        proj: dict = {}
+        tr = layer_outputs(model, x, ["1"], max_dim=max_dim, projections=proj)["1"]
+        te = layer_outputs(model, xt, ["1"], max_dim=max_dim, projections=proj)["1"]
+        return collapse_metrics((tr, y), (te, yt), ls_gap=False)
+
+    t_new, new = timed(lambda: layer_collapse(model, (x, y), (xt, yt), layers=["1"]), repeats)
+    t_proj, proj = timed(lambda: via_outputs(4096), repeats)
+    t_full, full = timed(lambda: via_outputs(10**9), repeats)
+    exact = full["train"]["nc1"]
+    d = new["1"]["dim"]
+    print(f"\nper-layer collapse, D = {d} (32x16x16 batch norm), N = {n} train + {n // 4} test inputs")
+    print(f"{'route':>10} {'seconds':>8} {'ratio to ncbench':>17} {'held per layer':>24} {'train nc1':>10} "
+          f"{'nc1 rel.err':>12}")
+    rows = [("ncbench", t_new, new["1"]["train"]["nc1"], "O(C D)"),
+            ("projected", t_proj, proj["train"]["nc1"], "D x 4096 + N x 4096"),
+            ("stored", t_full, exact, "N x D")]
+    for name, t, nc1, held in rows:
+        print(f"{name:>10} {t:>8.3f} {t / t_new:>17.2f} {held:>24} {nc1:>10.4f} {abs(nc1 - exact) / exact:>12.1e}")
 
 
 if __name__ == "__main__":

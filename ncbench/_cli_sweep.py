@@ -38,7 +38,10 @@ def register_sweep(subparsers) -> None:
     """Add ``ncbench sweep`` (``func``: :func:`cmd_sweep`)."""
     p = subparsers.add_parser("sweep", help="run every cell of a grid file (configs/sweeps/*.yaml) not yet in the "
                                             "results store")
-    p.add_argument("grid", metavar="GRID.yaml", help="the grid: name, base config, dotted keys -> values, exclude")
+    p.add_argument("grid", metavar="GRID.yaml", nargs="?", help="the grid: name, base config, dotted keys -> values, "
+                                                                "exclude")
+    p.add_argument("--list-keys", dest="list_keys", action="store_true", help="print the keys a grid may name "
+                   "(dotted evaluate-config keys) and exit")
     p.add_argument("--store", default=DEFAULT_STORE, metavar="PATH", help=f"results store (default {DEFAULT_STORE})")
     p.add_argument("--executor", default="local", choices=("local", "process", "ray", "slurm"),
                    help="local: one job after another in this process (default); process: a pool of --workers "
@@ -116,6 +119,14 @@ def _executor_options(args) -> dict:
 def cmd_sweep(args) -> int:
     from .sweep import format_report, run_sweep
 
+    if args.list_keys:
+        from .sweep._grid import valid_keys
+
+        print("\n".join(valid_keys()))
+        print("(<argument>: any argument of the model's or dataset's factory, checked when the grid expands)")
+        return 0
+    if args.grid is None:
+        raise InputError("ncbench sweep needs a grid file (GRID.yaml), or --list-keys")
     options = _executor_options(args)
     report = run_sweep(args.grid, store=args.store, executor=args.executor, workers=args.workers,
                        dry_run=args.dry_run, retry_failed=args.retry_failed, threads_per_job=args.threads_per_job,

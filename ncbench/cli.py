@@ -96,9 +96,15 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--out", metavar="PATH.safetensors", help="where to save (default "
                     "ncbench-results/checkpoints/<dataset>-<model>-s<seed>.safetensors)")
     tr.add_argument("--force", action="store_true", help="overwrite an existing checkpoint file")
-    pl = sub.add_parser("plot", help="draw collapse over training and the robustness curve of a record (PNG, PDF)")
-    pl.add_argument("record", help="a JSON record written by ncbench evaluate")
-    pl.add_argument("--out", metavar="STEM", help="output path without extension (default: beside the record)")
+    pl = sub.add_parser("plot", help="draw collapse over training and the robustness curve of a record (PNG, PDF): "
+                                     "a record file, or a job in the results store")
+    pl.add_argument("record", nargs="?", help="a JSON record written by ncbench evaluate")
+    pl.add_argument("--job", metavar="JOB_ID_PREFIX", help="plot this job of the results store instead (the first "
+                    "characters of its id, as `ncbench results list --sweep NAME` shows them)")
+    pl.add_argument("--store", metavar="PATH", help="the results store of --job (default "
+                    "ncbench-results/results.sqlite)")
+    pl.add_argument("--out", metavar="STEM", help="output path without extension (default: beside the record; for "
+                    "--job, <store folder>/plots/<record name>)")
     ev.set_defaults(func=cmd_evaluate)
     tr.set_defaults(func=cmd_train)
     pl.set_defaults(func=cmd_plot)
@@ -108,13 +114,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_plot(args) -> int:
-    from .plot import plot_training, read_record
-
     from ._errors import InputError
-    from .plot import plot_robustness
+    from .plot import plot_robustness, plot_training, read_record, record_from_store
 
-    rec = read_record(args.record)
-    stem = Path(args.out) if args.out else Path(args.record).with_suffix("")
+    if (args.record is None) == (args.job is None):
+        raise InputError("ncbench plot takes a record file or --job JOB_ID_PREFIX (with --store PATH), one of them")
+    if args.store is not None and args.job is None:
+        raise InputError("--store names where --job is; give --job JOB_ID_PREFIX, or a record file without --store")
+    if args.job is not None:
+        from .evaluate import record_stem
+        from .store import DEFAULT_STORE
+
+        store = Path(args.store or DEFAULT_STORE)
+        rec = record_from_store(store, args.job)
+        stem = Path(args.out) if args.out else store.parent / "plots" / record_stem(rec)
+    else:
+        rec = read_record(args.record)
+        stem = Path(args.out) if args.out else Path(args.record).with_suffix("")
     drawn = []
     for suffix, draw in (("-training", plot_training), ("-robustness", plot_robustness)):
         try:

@@ -1,4 +1,6 @@
-"""Figures from result records: collapse over training, in the manner of Papyan et al. (PNAS 2020, Figs. 2-7)."""
+"""Figures from result records: collapse over training, in the manner of Papyan et al. (PNAS 2020, Figs. 2-7),
+and the robustness curve. A record comes from a file (:func:`read_record`) or from the results store
+(:func:`record_from_store`)."""
 
 from __future__ import annotations
 
@@ -28,6 +30,31 @@ def read_record(path: str | Path) -> dict:
         raise InputError(f"{p}: not a JSON result record ({err})") from None
     if not isinstance(rec, dict) or rec.get("kind") != "ncbench.evaluate":
         raise InputError(f"{p}: not an ncbench evaluate record")
+    return rec
+
+
+def record_from_store(store, job: str) -> dict:
+    """The record of the one done job of ``store`` whose id starts with ``job``.
+
+    Raises InputError naming the store and the prefix when no job or several jobs match (listing up to five),
+    or when the job is stored as failed (it has no record).
+    """
+    from .store import ResultsStore
+
+    st = store if isinstance(store, ResultsStore) else ResultsStore(store)
+    if not st.exists():
+        st._read()  # the "no results store" message
+    found = st.find(job)
+    if not found:
+        raise InputError(f"no job in {st.path} starts with {job!r} (`ncbench results list --sweep NAME` shows "
+                         "the jobs' ids)")
+    if len(found) > 1:
+        shown = ", ".join(j[:16] for j in found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
+        raise InputError(f"--job {job!r} matches {len(found)} jobs in {st.path} ({shown}); give more of the id")
+    rec = st.record(found[0])
+    if rec is None:
+        raise InputError(f"job {found[0][:16]} in {st.path} failed: it has no record (`ncbench results list "
+                         "--sweep NAME` shows its error)")
     return rec
 
 
@@ -70,8 +97,21 @@ def _series(history, split: str, key: str):
     return xs, ys
 
 
-def plot_training(rec: dict, out_stem: str | Path) -> list[Path]:
-    """Collapse metrics against epoch on log-log axes, train and test side by side; writes PNG and PDF."""
+#: what a value of exactly 0 looks like on a log axis, which cannot place it
+ZERO_MARKER = "v"
+ZERO_NOTE = ("▼ on a panel's bottom edge: a value of exactly 0, which a log axis cannot show ({n} point{s}; "
+             "e.g. zero training error in the terminal phase)")
+
+
+def training_figure(rec: dict):
+    """The collapse-over-training figure of a record (a matplotlib Figure, not yet saved).
+
+    Metrics against epoch on log-log axes, train and test side by side. A value of exactly 0 (training error
+    once it is zero, the NCC mismatch) has no place on a log axis: it is drawn as a ▼ on the panel's bottom
+    edge, and a note at the foot of the figure says so and counts them.
+    """
+    from matplotlib.transforms import blended_transform_factory
+
     plt = _pyplot()
     tr = rec.get("training") or {}
     history = tr.get("collapse_history") or []
@@ -81,26 +121,39 @@ def plot_training(rec: dict, out_stem: str | Path) -> list[Path]:
     prov = rec["provenance"]
     fig, axes = plt.subplots(3, 4, figsize=(13, 8.5), constrained_layout=True)
     tpt = tr.get("terminal_phase_epoch")
+    zeros = 0
     for i, (key, title) in enumerate(PANELS):
         for j, split in enumerate(("train", "test")):
             ax = axes[i // 2, 2 * (i % 2) + j]
             xs, ys = _series(history, split, key)
-            ax.plot(xs, ys, "o-", color="C0" if split == "train" else "C1", ms=3, lw=1.5)
+            color = "C0" if split == "train" else "C1"
+            ax.plot([x for x, y in zip(xs, ys) if y > 0], [y for y in ys if y > 0], "o-", color=color, ms=3, lw=1.5)
+            at_zero = [x for x, y in zip(xs, ys) if y == 0]
             ax.set_xscale("log")
-            ax.set_yscale("log", nonpositive="clip")
+            ax.set_yscale("log", nonpositive="mask")
+            if at_zero:
+                zeros += len(at_zero)
+                edge = blended_transform_factory(ax.transData, ax.transAxes)  # x in epochs, y on the bottom edge
+                ax.plot(at_zero, [0.0] * len(at_zero), ZERO_MARKER, color=color, ms=6, transform=edge, clip_on=False)
             if tpt:
                 ax.axvline(tpt, color="0.6", ls=":", lw=1)
             ax.set_title(f"{title} — {split}", fontsize=9)
             ax.set_xlabel("epoch", fontsize=8)
             ax.tick_params(labelsize=7)
             ax.grid(True, which="both", alpha=0.25)
-            if any(v == 0 for v in ys):
-                ax.text(0.02, 0.02, "zeros clipped to the axis", transform=ax.transAxes, fontsize=6, color="0.4")
     ds, model = prov["dataset"], prov["model"]
     loss = prov["config"]["train"]["loss"]
     fig.suptitle(f"{ds['name']} · {model['arch']} · {loss} loss · seed {prov['seed']} — dotted line: first epoch "
                  f"of zero training error ({tpt})", fontsize=10)
-    return _save(fig, out_stem)
+    if zeros:
+        fig.supxlabel(ZERO_NOTE.format(n=zeros, s="" if zeros == 1 else "s"), fontsize=8, color="0.3")
+    return fig
+
+
+def plot_training(rec: dict, out_stem: str | Path) -> list[Path]:
+    """Collapse metrics against epoch on log-log axes, train and test side by side; writes PNG and PDF
+    (:func:`training_figure`)."""
+    return _save(training_figure(rec), out_stem)
 
 
 def plot_robustness(rec: dict, out_stem: str | Path) -> list[Path]:

@@ -1,4 +1,5 @@
 import copy
+import re
 import math
 
 import numpy as np
@@ -72,11 +73,12 @@ def test_linear_model_gives_the_analytic_robust_accuracy(norm, dual, eps):
 
 
 def test_ncbench_pgd_matches_torchattacks_point_by_point(digits_model, digits):
-    """Same random starts and iterates as torchattacks.PGD in batches of 128; a point counts as fooled if any
-    iterate fools it, which the wrapper below records for torchattacks too."""
+    """Same iterates as torchattacks.PGD in batches of 128 from the same (clean) start; a point counts as fooled
+    if any iterate fools it, which the wrapper below records for torchattacks too. Catches a different step,
+    projection or loss in ncbench's own loop (its random starts are tested on their own below)."""
     import torchattacks
 
-    eps, steps, seed = 0.1, 10, 3
+    eps, steps = 0.1, 10
     x, y = digits.x_test, digits.y_test
 
     class Tracker(nn.Module):
@@ -91,18 +93,19 @@ def test_ncbench_pgd_matches_torchattacks_point_by_point(digits_model, digits):
 
     tracker = Tracker(digits_model).eval()  # torchattacks restores the mode it found, recursively
     robust = []
-    torch.manual_seed(seed)
     for i in range(0, len(y), 128):
         xb, yb = x[i:i + 128], y[i:i + 128]
         tracker.y, tracker.ever = yb, torch.zeros(len(yb), dtype=torch.bool)
-        adv = torchattacks.PGD(tracker, eps=eps, alpha=2.5 * eps / steps, steps=steps, random_start=True)(xb, yb)
+        adv = torchattacks.PGD(tracker, eps=eps, alpha=2.5 * eps / steps, steps=steps, random_start=False)(xb, yb)
         tracker(adv)
         with torch.no_grad():
             tracker.ever |= digits_model(xb).argmax(1) != yb
         robust.append(~tracker.ever)
     plain = torch.cat(robust).tolist()
-    ours = robustness_curve(digits_model, x, y, AttackConfig(eps=(eps,), steps=steps), seed=seed, progress=False)
+    ours = robustness_curve(digits_model, x, y, AttackConfig(eps=(eps,), steps=steps, random_start=False),
+                            progress=False)
     assert robust_at(ours, eps) == plain
+    assert sum(plain) < 0.8 * len(plain)  # the attack does something to compare
 
 
 def test_restarts_only_make_the_attack_stronger(digits_model, digits):
@@ -336,7 +339,7 @@ def test_capped_square_uses_the_reference_window_sides(norm, h, w):
     """Runs CappedSquare's real loop and records the window side of every iteration from where it places its
     windows (random_int(0, h - s)); compares with the reference's rule. Uncapped torchattacks would ask for
     a side of 7 on a 5-pixel-high image here (and crash under L2)."""
-    from ncbench.attacks._library import capped_square
+    from ncbench.attacks._autoattack import capped_square
 
     queries = 60  # the schedule's first three p levels: 0.8, 0.4, 0.2
     atk = capped_square()(Unfoolable(), norm=norm, eps=0.5, n_queries=queries, p_init=0.8, resc_schedule=False)
@@ -366,7 +369,7 @@ def test_capped_square_uses_the_reference_window_sides(norm, h, w):
 def test_l2_square_refuses_images_under_5_pixels_high():
     """Its initial perturbation tiles the image with h // 5 windows (the reference's too): a clear error, not a
     ZeroDivisionError from inside torchattacks."""
-    from ncbench.attacks._library import capped_square
+    from ncbench.attacks._autoattack import capped_square
 
     atk = capped_square()(Unfoolable(), norm="L2", eps=0.5, n_queries=5)
     x = torch.rand(2, 1, 4, 8)
@@ -427,3 +430,316 @@ def test_minimal_norm_attacks_search_once_and_threshold_per_eps(digits_model, di
         alone = run(digits_model, x, y, name="deepfool", norm="L2", eps=(eps,))
         assert robust_at(grid, eps) == robust_at(alone, eps)
     assert grid["reliable"], grid["unreliable_reasons"]
+
+
+# ------------------------------------------------------------------------------- one job, one result
+
+def _result_without_times(out):
+    drop = {"wall_time_s"}
+    return {k: ([{kk: vv for kk, vv in row.items() if kk != "wall_time_s"} for row in v] if k == "curve" else v)
+            for k, v in out.items() if k not in drop}
+
+
+BATCH_CASES = [
+    ("pgd", "Linf", (0.0, 0.05, 0.1), {"steps": 10}),
+    ("pgd", "L2", (0.0, 0.5, 1.0), {"steps": 10, "restarts": 2}),
+    ("fgsm", "Linf", (0.0, 0.05, 0.1), {}),
+    ("cw", "L2", (0.0, 0.5, 1.0), {"cw_steps": 30, "cw_search_steps": 3}),
+    ("deepfool", "Linf", (0.0, 0.05, 0.1), {}),
+    ("deepfool", "L2", (0.0, 0.5, 1.0), {}),
+    ("apgd", "Linf", (0.0, 0.05), {"apgd_steps": 20, "apgd_targets": 3}),
+    ("apgd", "L2", (0.0, 0.5), {"apgd_steps": 20, "apgd_targets": 3}),
+    ("autoattack", "Linf", (0.05,), {"square_queries": 20}),
+]
+
+
+@pytest.mark.parametrize("name,norm,eps,kw", BATCH_CASES, ids=[f"{c[0]}-{c[1]}" for c in BATCH_CASES])
+def test_each_attack_gives_every_point_the_same_result_at_two_batch_sizes(name, norm, eps, kw, digits_model, digits):
+    """Batch size is not in the job's identity. Catches random starts drawn per batch (from a generator shared
+    by the batches, or torchattacks' global stream), Square run on batch_size slices instead of fixed chunks,
+    and a decision that depends on batch-mates."""
+    n = 80 if name == "autoattack" else 450
+    x, y = digits.x_test[:n], digits.y_test[:n]
+    a = run(digits_model, x, y, name=name, norm=norm, eps=eps, batch_size=1000, **kw)
+    b = run(digits_model, x, y, name=name, norm=norm, eps=eps, batch_size=37, **kw)
+    assert a["first_fooled_eps"] == b["first_fooled_eps"]
+    assert a["curve"][-1]["robust_accuracy"] < a["clean_accuracy"]  # the attack fooled some points
+    assert a["reliable"] and b["reliable"], a["unreliable_reasons"] + b["unreliable_reasons"]
+
+
+class TieJitter(nn.Module):
+    """A linear model whose logits move by 1e-6 with the parity of the batch size, as batched kernels' rounding
+    does: a point exactly on the boundary is class 1 in odd batches and class 0 in even ones."""
+
+    def __init__(self, w, b):
+        super().__init__()
+        self.lin = Linear2D(w, b)
+
+    def forward(self, x):
+        z = self.lin(x)
+        shift = torch.tensor([0.0, 1e-6 if x.shape[0] % 2 else -1e-6])
+        return z + shift
+
+
+def test_a_point_on_a_tie_is_decided_the_same_in_every_batch():
+    """Points exactly on the decision boundary (logits tied) and 1e-7 off it, among clearly classified ones.
+    Without the one decision rule (ambiguous points decided by their forward pass alone), their clean
+    correctness and their fate under attack flip with the batch size's parity here."""
+    rng = np.random.default_rng(4)
+    w, b = np.array([1.0, -2.0]), 0.0
+    x = rng.uniform(0.3, 0.7, size=(64, 2))
+    x[:24, 1] = x[:24, 1] / 2
+    x[:16, 0] = 2 * x[:16, 1]  # w.x + b = 0: a tie
+    x[16:24, 0] = 2 * x[16:24, 1] + 1e-7
+    x = torch.tensor(x, dtype=torch.float32)
+    with torch.no_grad():
+        y = (x @ torch.tensor([1.0, -2.0]) > 0).long()
+    model = TieJitter(w, b)
+    outs = [run(model, x, y, eps=(0.0, 0.01), steps=5, batch_size=bs) for bs in (9, 10, 63, 64)]
+    assert all(o["first_fooled_eps"] == outs[0]["first_fooled_eps"] for o in outs)
+    assert all(o["clean_accuracy"] == outs[0]["clean_accuracy"] for o in outs)
+
+
+def test_the_same_job_twice_in_one_process_gives_the_same_result(digits_model, digits):
+    """Catches a generator shared across calls or eps values (the leaderboard's curve and the grid's differed
+    in 54 of 96 values), AutoAttack's seed drawn from a stream, and torchattacks' global seeding leaking."""
+    x, y = digits.x_test[:200], digits.y_test[:200]
+    job = dict(name="pgd", norm="L2", eps=(0.0, 0.5, 1.0), steps=5, restarts=2)
+    first = robustness_curve(digits_model, x, y, AttackConfig(**job), seed=3, progress=False)
+    run(digits_model, x[:20], y[:20], name="autoattack", eps=(0.03,), square_queries=10)  # FAB-T, Square seed torch
+    robustness_curve(digits_model, x, y, AttackConfig(**job), seed=4, progress=False)  # another job's draws
+    torch.rand(1000)
+    again = robustness_curve(digits_model, x, y, AttackConfig(**job), seed=3, progress=False)
+    assert _result_without_times(again) == _result_without_times(first)
+    other_seed = robustness_curve(digits_model, x, y, AttackConfig(**job), seed=4, progress=False)
+    assert other_seed["first_fooled_eps"] != first["first_fooled_eps"]  # the seed does reach the starts
+
+
+@pytest.mark.parametrize("name,kw", [("autoattack", {"square_queries": 10}), ("pgd", {"steps": 3}),
+                                     ("apgd", {"apgd_steps": 5})])
+def test_attacks_leave_torch_global_random_state_as_they_found_it(name, kw, digits_model, digits):
+    """torchattacks' components call torch.random.manual_seed: without the restore, every random number drawn
+    after an attack (the next training's shuffles) would depend on the attack having run."""
+    torch.manual_seed(123)
+    expected = torch.rand(5)
+    torch.manual_seed(123)
+    run(digits_model, digits.x_test[:20], digits.y_test[:20], name=name, eps=(0.0, 0.03), **kw)  # all components run
+    assert torch.equal(torch.rand(5), expected)
+
+
+@pytest.mark.parametrize("name,norm,eps,below,kw", [
+    ("pgd", "Linf", 0.05, 0.025, {"steps": 10}),
+    ("pgd", "L2", 0.5, 0.25, {"steps": 10, "restarts": 2}),
+    ("apgd", "Linf", 0.05, 0.025, {"apgd_steps": 10, "apgd_targets": 2}),
+])
+def test_a_point_result_depends_on_its_position_not_on_n_points_or_the_grid_below(name, norm, eps, below, kw,
+                                                                                   digits_model, digits):
+    """The same attack at eps on the first 200 points, with n_points 200 or 400, with or without a smaller
+    budget below it: the same result for every point attacked at eps in both. Catches starts drawn for the
+    whole evaluation set from one generator (they shift with n_points under L2's two draws and with every eps
+    of the grid) and starts drawn per batch."""
+    x, y = digits.x_test, digits.y_test
+    alone = run(digits_model, x, y, name=name, norm=norm, eps=(0.0, eps), n_points=200, **kw)
+    grid = run(digits_model, x, y, name=name, norm=norm, eps=(0.0, below, eps), n_points=400, **kw)
+    attacked_in_both = [i for i in range(200) if alone["first_fooled_eps"][i] != 0.0
+                        and grid["first_fooled_eps"][i] not in (0.0, below)]
+    assert len(attacked_in_both) > 50
+    assert [alone["first_fooled_eps"][i] for i in attacked_in_both] == \
+        [grid["first_fooled_eps"][i] for i in attacked_in_both]
+    assert any(alone["first_fooled_eps"][i] == eps for i in attacked_in_both)  # some were fooled at eps
+
+
+def test_point_noise_is_a_function_of_the_position_and_the_facts():
+    """Catches noise drawn only for the requested rows (a point's noise would depend on its batch-mates), a
+    chunk index or fact left out of the seed."""
+    from ncbench.attacks._seeding import CHUNK, point_noise
+
+    def draw(g):
+        return (torch.rand((CHUNK, 3), generator=g),)
+
+    facts = {"seed": 0, "attack": "pgd", "eps": 0.1}
+    (every,) = point_noise(facts, torch.arange(2 * CHUNK + 10), draw)
+    (few,) = point_noise(facts, torch.tensor([300, 3, 2 * CHUNK + 9]), draw)
+    assert torch.equal(few, every[[300, 3, 2 * CHUNK + 9]])
+    assert not torch.equal(every[:CHUNK], every[CHUNK:2 * CHUNK])  # each chunk draws its own numbers
+    (other,) = point_noise({**facts, "seed": 1}, torch.arange(5), draw)
+    assert not torch.equal(other, every[:5])
+
+
+def test_random_starts_fill_the_ball():
+    """Catches a start that is not random (x itself), leaves the ball, or ignores the budget."""
+    from ncbench.attacks._pgd import _flat_norm, point_start
+
+    x = torch.full((512, 1, 40), 0.5)
+    facts = {"seed": 0}
+    lin = point_start(x, torch.arange(512), 0.1, "Linf", facts) - x
+    assert lin.abs().max() <= 0.1 + 1e-7 and abs(float(lin.abs().mean()) - 0.05) < 0.005
+    l2 = point_start(x, torch.arange(512), 0.3, "L2", facts) - x
+    radius = _flat_norm(l2).flatten()
+    assert radius.max() <= 0.3 + 1e-6 and abs(float(radius.mean()) - 0.15) < 0.02
+
+
+def test_apgd_start_is_drawn_per_point_position(digits_model, digits):
+    """AutoAttack's APGD-CE on points alone and inside a larger batch: the same adversarial example for the
+    same position. Catches torchattacks' own start (torch.rand over the batch, after manual_seed), under which a
+    point's start depends on its place in the batch."""
+    from ncbench.attacks import autoattack_components
+
+    x, y = digits.x_test[:40], digits.y_test[:40]
+    cfg = AttackConfig(name="autoattack", eps=(0.05,))
+    (_, apgd_ce), *_ = autoattack_components(digits_model, 0.05, cfg, 10, x.shape, seed=7, steps=10)
+    whole = apgd_ce(x, y, torch.arange(40))
+    part = apgd_ce(x[10:15], y[10:15], torch.arange(10, 15))
+    assert torch.equal(whole[10:15], part)
+    shifted = apgd_ce(x[10:15], y[10:15], torch.arange(0, 5))  # other positions, other starts
+    assert not torch.equal(shifted, part)
+
+
+def test_start_noise_refuses_draws_it_did_not_prepare():
+    """If a torchattacks upgrade changed APGD's random start, the substitute must fail loudly, not silently draw
+    from torch's global generator again."""
+    from ncbench.attacks._autoattack import _StartNoise
+
+    noise = _StartNoise()
+    noise.set("rand", torch.zeros(2, 1, 5, 8))
+    with pytest.raises(RuntimeError, match="random start changed"):
+        noise.randn(torch.Size([2, 1, 5, 8]))
+    noise.set("rand", torch.zeros(2, 1, 5, 8))
+    with pytest.raises(RuntimeError, match="random start changed"):
+        noise.rand(torch.Size([3, 1, 5, 8]))
+    assert noise.zeros(2).shape == (2,)  # everything else is torch
+
+
+def test_apgd_fools_exactly_what_autoattack_white_box_components_fool(digits_model, digits):
+    """``apgd`` draws the same starts as AutoAttack's APGD-CE and APGD-T: its fooled points are those two
+    components' (AutoAttack's FAB-T and Square only add). Catches different seeding or settings between them,
+    which would make the measured gap to AutoAttack noise."""
+    x, y = digits.x_test[:80], digits.y_test[:80]
+    aa = run(digits_model, x, y, name="autoattack", eps=(0.08,), square_queries=20)
+    ap = run(digits_model, x, y, name="apgd", eps=(0.08,))
+    fooled_aa = [f == 0.08 for f in aa["first_fooled_eps"]]
+    fooled_ap = [f == 0.08 for f in ap["first_fooled_eps"]]
+    by = aa["curve"][0]["fooled_by"]
+    assert sum(fooled_ap) == by["apgd-ce"] + by["apgd-t"] > 0
+    assert all(a for a, p in zip(fooled_aa, fooled_ap) if p)
+    assert ap["label"].startswith("APGD-Linf: APGD-CE 100 it., then APGD-T 100 it. x 9 targets")
+    assert ap["params"] == {"apgd_steps": 100, "apgd_targets": 9}
+
+
+def test_autoattack_identity_no_longer_holds_the_batch_size():
+    """Its components run on fixed chunks of positions: the batch size does not change the result, so two
+    AutoAttack jobs differing only in batch size are one job."""
+    a, b = AttackConfig(name="autoattack", batch_size=500), AttackConfig(name="autoattack", batch_size=1000)
+    assert a.identity(0) == b.identity(0)
+    assert a.own_params() == {"square_queries": 5000}
+
+
+# ------------------------------------------------------------------------------- public API inputs
+
+def _as(x, y, xdtype, ydtype):
+    return x.to(xdtype), y.to(ydtype)
+
+
+def test_robustness_curve_casts_inputs_and_labels(digits_model, digits):
+    """float64 inputs crashed inside torch ("expected m1 and m2 to have the same dtype"), int32 labels too
+    ("expected target dtype to be Long")."""
+    x, y = digits.x_test[:80], digits.y_test[:80]
+    base = run(digits_model, x, y, eps=(0.0, 0.05), steps=3)
+    for xd, yd in [(torch.float64, torch.int32), (torch.float16, torch.uint8), (torch.float32, torch.int16)]:
+        xx, yy = _as(x, y, xd, yd)
+        out = run(digits_model, xx, yy, eps=(0.0, 0.05), steps=3)
+        if xd != torch.float16:  # float16 rounds the inputs themselves
+            assert out["first_fooled_eps"] == base["first_fooled_eps"]
+    out = run(digits_model, x.numpy(), y.numpy().astype(np.int32), eps=(0.0, 0.05), steps=3)
+    assert out["first_fooled_eps"] == base["first_fooled_eps"]
+
+
+def test_robustness_curve_refuses_what_it_cannot_take_in_one_line(digits_model, digits):
+    x, y = digits.x_test[:20], digits.y_test[:20]
+    with pytest.raises(InputError, match=r"robustness_curve: inputs must be floating point .* got dtype torch.uint8"):
+        run(digits_model, (x * 255).to(torch.uint8), y)
+    with pytest.raises(InputError, match=r"robustness_curve: labels must be integer class indices; got dtype "
+                                         r"torch.float32"):
+        run(digits_model, x, y.float())
+    with pytest.raises(InputError, match=r"labels must be one class index per input"):
+        run(digits_model, x, torch.nn.functional.one_hot(y, 10))
+    with pytest.raises(InputError, match=r"labels must be >= 0; got -1"):
+        run(digits_model, x, y - 1 - y)
+
+
+def test_autoattack_components_cast_inputs_and_labels(digits_model, digits):
+    from ncbench.attacks import autoattack_components
+
+    x, y = digits.x_test[:8], digits.y_test[:8]
+    cfg = AttackConfig(name="autoattack", eps=(0.05,), square_queries=10)
+    for name, comp in autoattack_components(digits_model, 0.05, cfg, 10, x.shape, steps=5):
+        want = comp(x, y)
+        got = comp(x.double(), y.int())
+        assert got.dtype == torch.float32 and torch.equal(got, want), name
+    with pytest.raises(InputError, match="AutoAttack component apgd-ce: labels must be integer"):
+        autoattack_components(digits_model, 0.05, cfg, 10, x.shape)[0][1](x, y.float())
+
+
+def test_pgd_and_fab_margin_cast_inputs_and_labels(digits_model, digits):
+    from ncbench.attacks import min_perturbation_fab, pgd
+
+    x, y = digits.x_test[:30], digits.y_test[:30]
+    a, fa = pgd(digits_model, x, y, eps=0.05, norm="Linf", steps=3, alpha=0.02)
+    b, fb = pgd(digits_model, x.double(), y.int(), eps=0.05, norm="Linf", steps=3, alpha=0.02)
+    assert torch.equal(a, b) and torch.equal(fa, fb)
+    s1 = min_perturbation_fab(digits_model, x, y, "Linf", 10)
+    s2 = min_perturbation_fab(digits_model, x.double(), y.int(), "Linf", 10)
+    assert torch.equal(s1, s2)
+    with pytest.raises(InputError, match="pgd: labels must be integer class indices"):
+        pgd(digits_model, x, y.float(), eps=0.05, norm="Linf", steps=3, alpha=0.02)
+
+
+def test_a_float64_model_gets_float64_inputs(digits_model, digits):
+    model = copy.deepcopy(digits_model).double()
+    out = run(model, digits.x_test[:50], digits.y_test[:50].int(), eps=(0.0, 0.05), steps=3)
+    assert out["reliable"], out["unreliable_reasons"]
+
+
+# ------------------------------------------------------------------------------- settings and progress
+
+@pytest.mark.parametrize("field,value,rule", [
+    ("steps", 0, ">= 1"), ("restarts", 0, ">= 1"), ("batch_size", -5, ">= 1"), ("alpha_factor", 0.0, "> 0"),
+    ("cw_steps", 0, ">= 1"), ("cw_search_steps", 0, ">= 1"), ("deepfool_steps", 0, ">= 1"),
+    ("square_queries", 0, ">= 1"), ("check_points", 0, ">= 1"), ("margin_points", 0, ">= 1"),
+    ("cw_c", 0.0, "> 0"), ("cw_lr", -1.0, "> 0"), ("deepfool_overshoot", -0.1, ">= 0"),
+    ("apgd_steps", 0, ">= 1"), ("apgd_targets", 0, ">= 1"),
+])
+def test_each_bad_setting_is_named_with_its_value(field, value, rule):
+    """--steps 0 said "steps, restarts and batch_size must be >= 1 and alpha_factor > 0", naming no culprit."""
+    with pytest.raises(InputError, match=rf"^{field} must be {re.escape(rule)}; got {re.escape(repr(value))}$"):
+        AttackConfig(**{field: value})
+
+
+@pytest.mark.parametrize("name,kw,moves", [("autoattack", {"square_queries": 10}, 2 * 4), ("pgd", {"steps": 2}, 4 + 1),
+                                           ("deepfool", {}, 4)])
+def test_progress_counts_points_and_moves_within_a_budget(name, kw, moves, digits_model, digits, monkeypatch):
+    """AutoAttack's bar sat at 0/1 for minutes: it counted eps values. Now it counts points and moves after
+    every batch (every component of a composite attack), ending at its total."""
+    from ncbench.attacks import _run
+
+    seen = []
+
+    class Recording(_run._Progress):
+        def __init__(self, total, desc, enabled):
+            super().__init__(total, desc, False)
+            seen.append(self)
+            self.total, self.updates = total, []
+
+        def advance(self, n):
+            super().advance(n)
+            self.updates.append(self.done)
+
+    monkeypatch.setattr(_run, "_Progress", Recording)
+    x, y = digits.x_test[:100], digits.y_test[:100]
+    out = run(digits_model, x, y, name=name, eps=(0.0, 0.1, 0.2), batch_size=25, **kw)
+    (bar,) = seen
+    n_correct = round(out["clean_accuracy"] * 100)
+    budgets = 1 if name == "deepfool" else 2  # a minimal-norm attack searches once for every budget
+    assert bar.total == n_correct * budgets and bar.done == pytest.approx(bar.total)
+    # pgd, deepfool: 4 batches per search; AutoAttack: one chunk of positions, but a move per component
+    assert len(bar.updates) >= moves

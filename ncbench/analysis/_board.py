@@ -193,8 +193,9 @@ def _clean_sentence(target: str, r) -> str:
     else:
         kept = f"; {share:.0%} of it survives"
     zero = "" if math.isnan(lo) else ("; the interval includes 0" if lo <= 0 <= hi else "; the interval excludes 0")
-    return (f"`{r['predictor']}`: Spearman ρ = {fmt(rho)} with `{target}`, {fmt_ci(part, r['partial_rho_clean_lo'], r['partial_rho_clean_hi'])} "
-            f"with clean accuracy held fixed{kept}{zero}.")
+    partial = fmt_ci(part, r["partial_rho_clean_lo"], r["partial_rho_clean_hi"])
+    return (f"`{r['predictor']}`: Spearman ρ = {fmt(rho)} with `{target}`, {partial} with clean accuracy held "
+            f"fixed{kept}{zero}.")
 
 
 def _verdict(target: str, rows: pd.DataFrame) -> str:

@@ -10,9 +10,11 @@ The score is 100 x the minimum over axis pairs. The measure is first oriented by
 with the target over configurations (mu -> -mu when tau < 0): the competition's estimator counts the pairs
 i = i, whose V_mu = V_g = 0 a reversed measure contradicts, so without orienting a measure and its negation
 score differently (issue 16: negating ``test.ncc_accuracy`` moved it from 80.4 to 45.0). Oriented, the score
-measures how much the measure's order tells about the target's, in whichever direction. Bins are keyed by the four values' level indices combined in
-mixed radix (``np.ravel_multi_index``), a one-to-one image of the tuple of values: the competition joined values
-as strings, so e.g. (1, 11) and (11, 1) could share a bin; here they cannot.
+measures how much the measure's order tells about the target's, in whichever direction.
+
+Bins are keyed by the four values' level indices combined in mixed radix (``np.ravel_multi_index``), a
+one-to-one image of the tuple of values: the competition joined values as strings, so e.g. (1, 11) and (11, 1)
+could share a bin; here they cannot.
 """
 
 from __future__ import annotations

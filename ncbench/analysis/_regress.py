@@ -188,16 +188,16 @@ def _check_options(n_boot, seed, min_ess) -> None:
                          f"sign-error needs); got {min_ess!r}")
 
 
-def _spearman_partial_draws(x: np.ndarray, y: np.ndarray, c: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """Partial Spearman of each predictor (P, n) with y (n,) given c (n,) on every resample idx (B, n): (P, B).
+def _spearman_partial_draws(r_xy: np.ndarray, r_xc: np.ndarray, y: np.ndarray, zc: np.ndarray,
+                            idx: np.ndarray) -> np.ndarray:
+    """Partial Spearman of each predictor with y given c on every resample: (P, B).
 
-    First-order partial correlation of the Spearman coefficients (rank within the resample, average ranks
-    for ties): (r_xy - r_xc r_yc) / sqrt((1 - r_xc^2)(1 - r_yc^2)); NaN where undefined.
+    ``r_xy``, ``r_xc`` (P, B): the predictors' Spearman coefficients with y and with c on each resample (from
+    :func:`bootstrap_rank_correlations`); ``zc`` (B, n): c's standardised ranks on each resample idx (B, n).
+    First-order partial correlation of the Spearman coefficients: (r_xy - r_xc r_yc) / sqrt((1 - r_xc^2)
+    (1 - r_yc^2)); NaN where undefined.
     """
-    zx = _standardised(scipy.stats.rankdata(x[:, idx], axis=-1))  # (P, B, n)
     zy = _standardised(scipy.stats.rankdata(y[idx], axis=-1))  # (B, n)
-    zc = _standardised(scipy.stats.rankdata(c[idx], axis=-1))
-    r_xy, r_xc = np.einsum("pbn,bn->pb", zx, zy), np.einsum("pbn,bn->pb", zx, zc)
     r_yc = (zy * zc).sum(-1)
     with np.errstate(invalid="ignore", divide="ignore"):
         den = np.sqrt((1 - r_xc ** 2) * (1 - r_yc ** 2))
@@ -363,7 +363,13 @@ def regress(frame, targets=None, predictors=None, axes=None, *, group_axis: str 
     idx = rng.integers(0, n, size=(n_boot, n))
     xs = np.stack([col[p] for p in predictors])
     ys = np.stack([col[t] for t in targets])
-    tau_boot, rho_boot = bootstrap_rank_correlations(xs, ys, idx)
+    clean = col.get("test_accuracy")
+    clean_varies = clean is not None and np.ptp(clean) > 0
+    boot_targets = list(targets)
+    if clean_varies and "test_accuracy" not in targets and any(is_robustness_target(t) for t in targets):
+        boot_targets.append("test_accuracy")  # the control of the partial Spearman given clean accuracy
+    tau_boot, rho_boot = bootstrap_rank_correlations(xs, np.stack([col[t] for t in boot_targets]), idx)
+    zc = _standardised(scipy.stats.rankdata(clean[idx], axis=-1)) if clean_varies and n_boot else None
     kendalls = line_kendalls(xs, ys, grid.shape)  # per axis (T, P, G_i)
     lines = line_summary(kendalls, grid.shape)
     bins = {}
@@ -384,8 +390,6 @@ def regress(frame, targets=None, predictors=None, axes=None, *, group_axis: str 
     row_x = np.stack([numeric_column(frame, p) for p in predictors])
     design = _design_reasons(n, grid.shape, config_axes)
     table_warnings += design
-    clean = col.get("test_accuracy")
-    clean_varies = clean is not None and np.ptp(clean) > 0
 
     rows = []
     for ti, t in enumerate(targets):
@@ -460,7 +464,8 @@ def regress(frame, targets=None, predictors=None, axes=None, *, group_axis: str 
         if is_robustness_target(t) and clean_varies:
             partial_clean = [_partial_spearman(xs[p], y, {"test_accuracy": clean}) for p in range(len(predictors))]
             if n_boot and ok_t:
-                partial_draws = _spearman_partial_draws(xs, y, clean, idx)
+                ci = boot_targets.index("test_accuracy")
+                partial_draws = _spearman_partial_draws(rho_boot[ti], rho_boot[ci], y, zc, idx)
         elif is_robustness_target(t):
             target_notes.append("partial_rho_clean: test_accuracy is missing or constant")
 

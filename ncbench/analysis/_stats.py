@@ -1,6 +1,6 @@
 """The statistics that say what is significant: Psi and psi_i with standard errors over the grid's lines,
-paired differences, p-values with a multiple-comparison correction, Dziugaite et al.'s robust sign-error, and the checks that a target
-varies above its own sampling noise.
+paired differences, p-values with a multiple-comparison correction, Dziugaite et al.'s robust sign-error, and
+the checks that a target varies above its own sampling noise.
 
 Every function here is pure numpy on arrays that :mod:`._regress` has already checked; docs/statistics.md
 describes each statistic, what is resampled and why, and the thresholds below.

@@ -1,11 +1,21 @@
-"""Adapters between ncbench models and torchattacks, which assumes image batches (N, C, H, W)."""
+"""Adapters around the model under attack: torchattacks' image batches (N, C, H, W), bf16 autocast, the one
+decision rule (:class:`StableArgmax`), and the inputs every public entry point accepts (:func:`as_inputs`)."""
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import nn
+
+from .._errors import InputError
+
+#: half-width of the band around a tie, relative to max(1, largest |logit| of the point), in which a point's
+#: argmax is decided by its forward pass alone. fp32: batched kernels change a logit by about 1e-6 relative
+#: (4e-6 at logits of 10 on the MNIST-1D CNN); bf16 logits are rounded to 8 significant bits (4e-3 relative)
+#: after every layer.
+DECISION_RTOL = {"fp32": 1e-4, "bf16": 2.0 ** -4}
 
 
 def image_shape(shape: tuple[int, ...]) -> tuple[int, int, int]:
@@ -31,6 +41,38 @@ class As4D(nn.Module):
         return self.model(x.reshape(x.shape[0], *self.shape))
 
 
+class StableArgmax(nn.Module):
+    """``model(x)``, except that a point whose two largest logits are within ``rtol * max(1, max |logit|)`` of
+    each other gets the logits of its forward pass alone (in a batch of two copies of itself).
+
+    Batched kernels round differently for different batch sizes and batch-mates, so an argmax within rounding
+    of a tie could be decided differently in different batch compositions. Outside the band the batched argmax
+    equals the alone one; inside, the alone pass decides. So ``argmax`` of these logits - every "correct" /
+    "fooled" decision of an attack, its early stops and the final count - is a function of the point alone.
+    The replaced rows keep their autograd graph (gradients flow through the alone pass).
+    """
+
+    def __init__(self, model: nn.Module, rtol: float) -> None:
+        super().__init__()
+        self.model = model
+        self.rtol = float(rtol)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.model(x)
+        if z.ndim != 2 or z.shape[1] < 2 or x.shape[0] < 2:
+            return z
+        with torch.no_grad():
+            top = z.detach().float().topk(2, dim=1).values
+            scale = z.detach().float().abs().amax(1).clamp_min(1.0)
+            near = ((top[:, 0] - top[:, 1]) <= self.rtol * scale).nonzero().flatten()
+        if near.numel() == 0:
+            return z
+        # two copies, not one: a batch norm left in training mode (flagged by the eval_mode check) would refuse
+        # a batch of one; in eval mode both rows are the point's own logits
+        alone = torch.cat([self.model(x[i:i + 1].expand(2, *x.shape[1:]))[:1] for i in near.tolist()])
+        return z.index_put((near,), alone.to(z.dtype))
+
+
 class Autocast(nn.Module):
     """Runs ``model`` under bf16 autocast and returns float32 logits."""
 
@@ -52,3 +94,33 @@ def perturbation_size(d: torch.Tensor, norm: str) -> torch.Tensor:
 
 def to_4d(x: torch.Tensor) -> torch.Tensor:
     return x.reshape(x.shape[0], *image_shape(tuple(x.shape[1:])))
+
+
+def model_dtype(model: nn.Module) -> torch.dtype:
+    """The dtype of the model's first floating-point parameter or buffer (float32 when it has none)."""
+    for t in list(model.parameters()) + list(model.buffers()):
+        if t.is_floating_point():
+            return t.dtype
+    return torch.float32
+
+
+def as_inputs(model: nn.Module, x, y, *, who: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """``x`` as floating-point inputs in the model's dtype and ``y`` as int64 class indices, or an InputError
+    that names ``who`` (the entry point), the argument and its dtype or shape.
+
+    Accepts tensors and numpy arrays; floating inputs of any precision (cast), integer labels of any width
+    (cast). Refuses integer inputs (images in 0-255 must be divided by 255 first), non-integer labels, labels
+    that are not one index per input."""
+    x = torch.as_tensor(np.asarray(x)) if not isinstance(x, torch.Tensor) else x
+    y = torch.as_tensor(np.asarray(y)) if not isinstance(y, torch.Tensor) else y
+    if not x.is_floating_point():
+        raise InputError(f"{who}: inputs must be floating point in [0, 1]; got dtype {x.dtype} "
+                         "(scale integer images to [0, 1] first, e.g. x / 255)")
+    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+        raise InputError(f"{who}: labels must be integer class indices; got dtype {y.dtype}")
+    if y.ndim != 1 or x.ndim < 2 or y.shape[0] != x.shape[0]:
+        raise InputError(f"{who}: labels must be one class index per input, shape ({x.shape[0] if x.ndim else '?'},); "
+                         f"got inputs of shape {tuple(x.shape)} and labels of shape {tuple(y.shape)}")
+    if y.numel() and int(y.min()) < 0:
+        raise InputError(f"{who}: labels must be >= 0; got {int(y.min())}")
+    return x.to(model_dtype(model)), y.long()

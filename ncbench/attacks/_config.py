@@ -16,6 +16,20 @@ NORMS = ("Linf", "L2")
 MARGINS = ("none", "fab")
 
 
+def _positive_int(v) -> bool:
+    return v >= 1
+
+
+#: (field, test, rule in words): each refusal names the one field and value at fault
+_NUMERIC_RULES = (
+    *((name, _positive_int, ">= 1") for name in ("steps", "restarts", "batch_size", "margin_points", "cw_steps",
+                                                 "cw_search_steps", "deepfool_steps", "square_queries",
+                                                 "check_points", "apgd_steps", "apgd_targets")),
+    *((name, lambda v: v > 0, "> 0") for name in ("alpha_factor", "cw_c", "cw_lr")),
+    ("deepfool_overshoot", lambda v: v >= 0, ">= 0"),
+)
+
+
 @dataclass(frozen=True)
 class AttackConfig:
     """One attack over an eps grid.
@@ -32,6 +46,9 @@ class AttackConfig:
         correctly classified points (a margin measure to regress on collapse); "none" skips it.
     precision : "bf16" runs the attack's forward passes under bf16 autocast; the disagreement of bf16 and
         fp32 predictions on a sample is measured and recorded.
+    square_queries : Square's queries (AutoAttack).
+    apgd_steps, apgd_targets : the ``apgd`` attack: iterations of APGD-CE and of APGD-T per target, and APGD-T's
+        number of target classes (the most likely wrong ones; at most C - 1).
     check_points : sample size of the randomness, softmax and zero-gradient checks.
     """
 
@@ -54,6 +71,8 @@ class AttackConfig:
     deepfool_steps: int = 50
     deepfool_overshoot: float = 0.02
     square_queries: int = 5000
+    apgd_steps: int = 100
+    apgd_targets: int = 9
     check_points: int = 256
 
     def __post_init__(self) -> None:
@@ -75,12 +94,10 @@ class AttackConfig:
                 raise InputError(f"eps must be a number >= 0; got {e!r}")
             if self.norm == "Linf" and e > 1:
                 raise InputError(f"eps must be in [0, 1] (inputs are scaled to [0,1]); got {e:g}")
-        if self.steps < 1 or self.batch_size < 1 or self.restarts < 1 or not self.alpha_factor > 0:
-            raise InputError("steps, restarts and batch_size must be >= 1 and alpha_factor > 0")
-        if min(self.cw_steps, self.cw_search_steps, self.deepfool_steps, self.square_queries, self.check_points) < 1:
-            raise InputError("cw_steps, cw_search_steps, deepfool_steps, square_queries and check_points must be >= 1")
-        if not (self.cw_c > 0 and self.cw_lr > 0 and self.deepfool_overshoot >= 0):
-            raise InputError("need cw_c > 0, cw_lr > 0 and deepfool_overshoot >= 0")
+        for name, ok, rule in _NUMERIC_RULES:
+            value = getattr(self, name)
+            if not ok(value):
+                raise InputError(f"{name} must be {rule}; got {value!r}")
         if self.n_points is not None and self.n_points < 1:
             raise InputError(f"n_points must be >= 1 or None; got {self.n_points}")
         if self.margin not in MARGINS:
@@ -114,16 +131,33 @@ class AttackConfig:
         return [eps_label(e) for e in self.eps]
 
 
-def register_attack(name: str, *, norms: tuple[str, ...] = NORMS, params: tuple[str, ...] = (),
-                    describe=None, minimal_norm: bool = False):
-    """Register ``factory(model, eps, cfg, num_classes, generator, points) -> attack``.
+@dataclass(frozen=True)
+class JobContext:
+    """What a registered attack gets from the job besides the model and the budget.
 
-    ``points`` holds every input of the evaluation, in order; ``attack(x, y, idx) -> (x_adv, info)`` attacks
-    the batch ``x = points[idx]`` (only points still robust are passed). ``params`` names the
+    seed : the job's seed; every random number the attack draws is derived from it and named facts
+        (``_seeding``), never from torch's global generator.
+    advance : ``advance(n)`` moves the progress bar by ``n`` points (composite attacks report each component;
+        the curve tops each batch up to its size).
+    """
+
+    seed: int
+    advance: object = lambda n: None
+
+
+def register_attack(name: str, *, norms: tuple[str, ...] = NORMS, params: tuple[str, ...] = (),
+                    describe=None, minimal_norm: bool = False, chunked: bool = False):
+    """Register ``factory(model, eps, cfg, num_classes, job, points) -> attack``.
+
+    ``job`` is a :class:`JobContext`; ``points`` holds every input of the evaluation, in order;
+    ``attack(x, y, idx) -> (x_adv, info)`` attacks the batch ``x = points[idx]`` (only points still robust are
+    passed; ``idx`` are their positions, from which per-point noise is drawn). ``params`` names the
     :class:`AttackConfig` fields the attack uses (they, and only they, enter the job identity);
     ``describe(cfg) -> str`` labels a run (default: the name, norm and those settings). ``minimal_norm``: the
     attack searches for each point's smallest adversarial example whatever the budget (CW, DeepFool); the
-    robustness curve runs it once and counts a point at each eps where its example is within eps."""
+    robustness curve runs it once and counts a point at each eps where its example is within eps.
+    ``chunked``: the attack's randomness is shared by a batch (Square), so the curve passes it the points of
+    one fixed chunk of positions at a time (``_seeding.CHUNK``) instead of ``batch_size`` points."""
     unknown = sorted(set(params) - {f.name for f in __import__("dataclasses").fields(AttackConfig)})
     if unknown:
         raise ValueError(f"attack {name!r}: unknown AttackConfig field(s) {unknown}")
@@ -137,6 +171,7 @@ def register_attack(name: str, *, norms: tuple[str, ...] = NORMS, params: tuple[
         factory.params = tuple(params)
         factory.describe = describe or default
         factory.minimal_norm = minimal_norm
+        factory.chunked = chunked
         return ATTACKS.register(name)(factory)
     return decorator
 

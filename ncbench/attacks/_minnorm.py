@@ -40,8 +40,8 @@ def carlini_wagner_l2(model, x: torch.Tensor, y: torch.Tensor, *, steps: int = 1
             logits = model(adv)
             margin = output_margin(logits, y)
             dist = perturbation_size(adv - x, "L2")
-            with torch.no_grad():
-                fooled = margin < 0
+            with torch.no_grad():  # the curve's own rule: fooled iff the argmax is not the label
+                fooled = logits.argmax(1) != y
                 better = fooled & (dist < best_norm)
                 best[better] = adv.detach()[better]
                 best_norm[better] = dist[better]

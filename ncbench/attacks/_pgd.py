@@ -1,15 +1,21 @@
 """Projected gradient descent that drops each point from the batch as soon as it is fooled.
 
-The same iterates as ``torchattacks.PGD`` / ``torchattacks.PGDL2`` (same random start stream, step and
+The same iterates as ``torchattacks.PGD`` / ``torchattacks.PGDL2`` from the same start (same step and
 projection; the loss of a point does not depend on the other points of its batch), evaluated on fewer points.
 A point counts as fooled if any iterate fools it (AutoAttack's convention); its first adversarial iterate is
 kept. ``tests/test_attacks.py`` checks the flags against torchattacks' own loop.
+
+Random starts: :func:`random_start` draws for a batch from one generator (adversarial training uses it);
+:func:`point_start` draws each point's start from its position and the job's facts (``_seeding``), which is
+what ``robustness_curve`` uses.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from ._seeding import CHUNK, point_noise
 
 
 def _flat_norm(t: torch.Tensor) -> torch.Tensor:
@@ -28,12 +34,37 @@ def random_start(x: torch.Tensor, eps: float, norm: str, generator: torch.Genera
     return torch.clamp(x + delta, 0, 1)
 
 
+def point_start(x: torch.Tensor, positions: torch.Tensor, eps: float, norm: str, facts: dict) -> torch.Tensor:
+    """Random starts in the eps-ball for the points ``x`` (B, ...) at ``positions`` (B,) of the evaluation set,
+    each a function of its position and ``facts`` only (``_seeding.point_noise``): Linf uniform in the cube
+    (``-eps + 2 eps u``), L2 as torchattacks.PGDL2 (a Gaussian direction, radius uniform in [0, eps]); clamped
+    to [0, 1]."""
+    shape = tuple(x.shape[1:])
+    if norm == "Linf":
+        (u,) = point_noise(facts, positions, lambda g: (torch.rand((CHUNK, *shape), generator=g),))
+        delta = (u * 2 - 1) * eps
+    else:
+        d, r = point_noise(facts, positions, lambda g: (torch.randn((CHUNK, *shape), generator=g),
+                                                         torch.rand(CHUNK, generator=g)))
+        delta = d / _flat_norm(d) * r.view(-1, *([1] * len(shape))) * eps
+    return torch.clamp(x + delta.to(device=x.device, dtype=x.dtype), 0, 1)
+
+
 def pgd(model, x, y, *, eps: float, norm: str, steps: int, alpha: float, start: torch.Tensor | None = None):
-    """Attack (x, y); returns (x_adv, fooled). ``start``: the first iterate (default x)."""
+    """PGD on inputs ``x`` (N, ...) in [0, 1] with labels ``y`` (N,); returns ``(x_adv, fooled)``.
+
+    ``eps`` and ``alpha`` (step size) in the norm ``norm`` ("Linf" or "L2"); ``steps`` gradient steps of the
+    cross-entropy; ``start``: the first iterate (default ``x``). ``fooled[i]``: some iterate was misclassified
+    (``argmax model(x_adv) != y``); ``x_adv[i]`` is the first such iterate, else the last. Inputs are cast to
+    the model's dtype and labels to int64.
+    """
+    from ._adapters import as_inputs
+
+    x, y = as_inputs(model, x, y, who="pgd")
     adv_out = x.clone()
     fooled = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
     idx = torch.arange(x.shape[0], device=x.device)
-    adv = (x if start is None else start).clone()
+    adv = (x if start is None else start.to(x.dtype)).clone()
     xs, ys = x, y
     for t in range(steps + 1):
         adv.requires_grad_(True)

@@ -82,6 +82,25 @@ class ResultsStore:
         """True when the job is stored as done (a failed job is stored but not done)."""
         return self.status(job_id) == "done"
 
+    def find(self, prefix: str) -> list[str]:
+        """The stored job ids (done or failed) that start with ``prefix`` (lowercase hex), sorted."""
+        if not isinstance(prefix, str) or not prefix or any(c not in "0123456789abcdef" for c in prefix):
+            raise InputError(f"a job id prefix is lowercase hex digits (the first characters of provenance.job_id, "
+                             f"as `ncbench results list --sweep NAME` shows them); got {prefix!r}")
+        if not self.exists():
+            return []
+        rows = self._read().execute("SELECT job_id FROM jobs WHERE substr(job_id, 1, ?) = ? ORDER BY job_id",
+                                    (len(prefix), prefix)).fetchall()
+        return [j for (j,) in rows]
+
+    def record(self, job_id: str) -> dict | None:
+        """The record of a job stored as done, or None."""
+        if not self.exists():
+            return None
+        row = self._read().execute("SELECT record FROM jobs WHERE job_id = ? AND status = 'done'",
+                                   (job_id,)).fetchone()
+        return json.loads(row[0]) if row else None
+
     def statuses(self, job_ids=None) -> dict[str, str]:
         """``{job_id: status}`` of the stored jobs among ``job_ids`` (all stored jobs when None)."""
         if not self.exists():
@@ -99,6 +118,14 @@ class ResultsStore:
         rows = self._read().execute("SELECT job_id, axes FROM sweep_jobs WHERE sweep = ? "
                                     "ORDER BY cell IS NULL, cell, job_id", (sweep,)).fetchall()
         return {j: json.loads(a) for j, a in rows}
+
+    def cells(self, sweep: str) -> dict[str, tuple[int | None, list]]:
+        """``{job_id: (cell, [(axis, value), ...])}`` of the jobs that belong to ``sweep``, the axes in their
+        stored order (a record's own ``provenance.sweep.axes`` are key-sorted; the grid's order is the sweep's)."""
+        if not self.exists():
+            return {}
+        rows = self._read().execute("SELECT job_id, cell, axes FROM sweep_jobs WHERE sweep = ?", (sweep,)).fetchall()
+        return {j: (c, list(json.loads(a).items())) for j, c, a in rows}
 
     def sweep_axes(self, sweep: str) -> list[str] | None:
         """The sweep's axes in grid order, as its last run wrote them (None when the store has no such sweep)."""
@@ -305,8 +332,14 @@ class ResultsStore:
 
     def link(self, job_id: str, *, sweep: str, axes: dict, cell: int | None = None) -> None:
         """Add a stored job to ``sweep`` (a job another sweep computed, reused here)."""
+        self.link_all(sweep, [(job_id, axes, cell)])
+
+    def link_all(self, sweep: str, members) -> None:
+        """Add (or update) the membership of stored jobs in ``sweep``, ``[(job_id, axes, cell)]``, in one
+        transaction: the grid's cell number and axes (in grid order) replace what an import recorded."""
         with transaction(self._write()) as conn:
-            _add_member(conn, sweep, job_id, axes, cell)
+            for job_id, axes, cell in members:
+                _add_member(conn, sweep, job_id, axes, cell)
 
 
 

@@ -140,8 +140,9 @@ def _error_text(error) -> str:
 class _Sink:
     """Writes each finished job to the store (one transaction), in the driver process, and shows progress."""
 
-    def __init__(self, store, sweep: str, meta: dict, progress: _Progress) -> None:
+    def __init__(self, store, sweep: str, meta: dict, progress: _Progress, after_job=None) -> None:
         self.store, self.sweep, self.meta, self.progress = store, sweep, meta, progress
+        self.after_job = after_job
         self.done, self.failed = 0, 0
         self.failures: list[dict] = []
         self.finished: set[str] = set()  # job ids stored (done or failed) by this call
@@ -165,6 +166,11 @@ class _Sink:
         note = ", ".join(p for p in (f"{total:.1f} s" if isinstance(total, (int, float)) else "",
                                      f"test accuracy {acc:.3f}" if isinstance(acc, (int, float)) else "") if p)
         self.progress.finished(spec, "done", note)
+        self._after()
+
+    def _after(self) -> None:
+        if self.after_job is not None:
+            self.after_job(self.done + self.failed)
 
     def failure(self, spec: JobSpec, error) -> None:
         message = _error_text(error)[:4000]
@@ -175,6 +181,7 @@ class _Sink:
         self.finished.add(spec.job_id)
         self.failures.append({"cell": spec.cell, "axes": spec.axes, "job_id": spec.job_id, "error": message})
         self.progress.finished(spec, "FAILED", message.splitlines()[0][:200] if message else "")
+        self._after()
 
 
 _OPTIONS = {
@@ -218,7 +225,8 @@ def _plan(sweep: Sweep):
 
 def run_sweep(sweep, *, store, executor: str = "local", workers: int | None = None, dry_run: bool = False,
               retry_failed: bool = False, threads_per_job: int | None = None, progress: bool = True,
-              executor_options: dict | None = None, estimate: bool = True, job_fn=None) -> SweepReport:
+              executor_options: dict | None = None, estimate: bool = True, job_fn=None,
+              after_job=None) -> SweepReport:
     """Run the jobs of a grid that the store does not hold yet.
 
     Parameters
@@ -240,6 +248,8 @@ def run_sweep(sweep, *, store, executor: str = "local", workers: int | None = No
         options), ``wait`` (False: submit and return).
     estimate : with ``dry_run``, estimate the time (may time a few training steps per model config).
     job_fn : the job function (default :func:`ncbench.sweep.run_job`); must be importable by workers.
+    after_job : called in this process after each job of this call is stored (done or failed), with the
+        number stored so far in this call (``ncbench leaderboard build --export-every`` exports from it).
 
     Returns
     -------
@@ -267,13 +277,14 @@ def run_sweep(sweep, *, store, executor: str = "local", workers: int | None = No
     st, opened = _as_store(store)
     try:
         return _run(sweep, st, executor, workers, dry_run, retry_failed, threads_per_job, progress, options,
-                    estimate, job_fn or run_job, t0)
+                    estimate, job_fn or run_job, t0, after_job)
     finally:
         if opened:
             st.close()
 
 
-def _run(sweep, st, executor, workers, dry_run, retry_failed, threads, progress, options, estimate, job_fn, t0):
+def _run(sweep, st, executor, workers, dry_run, retry_failed, threads, progress, options, estimate, job_fn, t0,
+         after_job=None):
     from . import _slurm
 
     planned = _plan(sweep)
@@ -290,7 +301,7 @@ def _run(sweep, st, executor, workers, dry_run, retry_failed, threads, progress,
     on_slurm = {e["job_id"] for e in running_entries}
     report.submitted_earlier = len(on_slurm)
     statuses = st.statuses([job_id for _, _, job_id in planned])
-    members = set(st.members(sweep.name))
+    members = st.cells(sweep.name)
     if executor == "process":
         workers = workers or cpu_count()
         threads = threads or max(1, cpu_count() // workers)
@@ -303,7 +314,8 @@ def _run(sweep, st, executor, workers, dry_run, retry_failed, threads, progress,
         state = statuses.get(job_id)
         if state == "done":
             report.already_done += 1
-            if job_id not in members:
+            if members.get(job_id) != (job.cell, list(job.axes.items())):
+                # another sweep's job, or one imported from an export (no cell, axes in the record's key order)
                 to_link.append((job, job_id))
             continue
         if job_id in on_slurm:
@@ -313,7 +325,7 @@ def _run(sweep, st, executor, workers, dry_run, retry_failed, threads, progress,
             continue
         todo.append((JobSpec(job_id=job_id, config=job.config, sweep=sweep.name, axes=dict(job.axes), cell=job.cell,
                              checkpoint_dir=checkpoints, threads=threads), cfg))
-    report.linked = len(to_link)
+    report.linked = sum(1 for _, job_id in to_link if job_id not in members)
     report.to_run = len(todo)
     if executor in ("local", "process"):
         report.parallel = 1 if executor == "local" else min(workers, max(1, len(todo)))
@@ -329,12 +341,11 @@ def _run(sweep, st, executor, workers, dry_run, retry_failed, threads, progress,
         report.wall_time_s = time.monotonic() - t0
         return report
     st.put_sweep(sweep.name, sweep.axes, cells=[(job.cell, job_id, job.axes) for job, _, job_id in planned])
-    for job, job_id in to_link:
-        st.link(job_id, sweep=sweep.name, axes=job.axes, cell=job.cell)
+    st.link_all(sweep.name, [(job_id, job.axes, job.cell) for job, job_id in to_link])
     meta = {job_id: (cfg.dataset, cfg.model) for _, cfg, job_id in planned}
     total = len(todo) + (len(running_entries) if executor == "slurm" else 0)
     bar = _Progress(total, sweep.name, enabled=progress)
-    sink = _Sink(st, sweep.name, meta, bar)
+    sink = _Sink(st, sweep.name, meta, bar, after_job)
     specs = [spec for spec, _ in todo]
     try:
         if executor == "local":

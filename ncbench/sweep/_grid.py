@@ -80,37 +80,41 @@ def config_sections() -> dict[str, object]:
     return out
 
 
-def valid_keys_text(sections: dict) -> str:
-    singles = [k for k, v in sections.items() if v is None]
-    parts = [f"the fields {', '.join(sorted(singles))}"]
-    for k, v in sections.items():
-        if isinstance(v, list):
-            parts.append(f"{k}.<one of {', '.join(sorted(v))}>")
-    for k, v in sections.items():
-        if v == _FREE:
-            parts.append(f"{k}.<argument> (checked against the {k.split('_')[0]}'s arguments)")
-    return "; ".join(parts)
+def valid_keys(sections: dict | None = None) -> list[str]:
+    """Every grid key a grid may name: single fields (``seed``), ``<section>.<field>`` (``train.weight_decay``),
+    and ``<section>.<argument>`` placeholders for the free sections (``model_args.<argument>``)."""
+    sections = sections if sections is not None else config_sections()
+    keys = [k for k, v in sections.items() if v is None or v == _FREE]
+    keys += [f"{k}.{f}" for k, v in sections.items() if isinstance(v, list) for f in v]
+    keys += [f"{k}.<argument>" for k, v in sections.items() if v == _FREE]
+    return sorted(keys)
 
 
-def check_key(key, sections: dict | None = None) -> None:
-    """Refuse a grid key that names no evaluate-config field; the message lists the valid ones."""
+LIST_KEYS_HINT = "`ncbench sweep --list-keys` lists the valid ones"
+
+
+def check_key(key, sections: dict | None = None, where: str = "") -> None:
+    """Refuse a grid key that names no evaluate-config field, in one short line: the file (``where``), the key,
+    its close matches, and where the valid keys are listed."""
     sections = sections if sections is not None else config_sections()
     if not isinstance(key, str) or not key or any(not p for p in key.split(".")):
-        raise InputError(f"grid keys are dotted config keys such as train.weight_decay; got {key!r}")
+        raise InputError(f"{where}grid keys are dotted config keys such as train.weight_decay; got {key!r}")
     parts = key.split(".")
     top, kind = parts[0], sections.get(parts[0], MISSING)
     if kind is not MISSING:
         if len(parts) == 1 or kind == _FREE:
             return
         if kind is None:
-            raise InputError(f"grid key {key!r}: {top!r} is a single value, it has no fields (write {top}: [...])")
+            raise InputError(f"{where}grid key {key!r}: {top!r} is a single value, it has no fields (write "
+                             f"{top}: [...])")
         if len(parts) == 2 and parts[1] in kind:
             return
-    candidates = [k for k, v in sections.items() if v is None or v == _FREE]
-    candidates += [f"{k}.{f}" for k, v in sections.items() if isinstance(v, list) for f in v]
+    candidates = [k for k in valid_keys(sections) if "<" not in k]
     close = difflib.get_close_matches(key, candidates, n=3, cutoff=0.6)
+    if not close and isinstance(kind, list):  # a known section: its own fields are the likely ones
+        close = difflib.get_close_matches(key, [f"{top}.{f}" for f in kind], n=3, cutoff=0.3)
     hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
-    raise InputError(f"unknown grid key {key!r}{hint}; valid keys: {valid_keys_text(sections)}")
+    raise InputError(f"{where}unknown grid key {key!r}{hint}; {LIST_KEYS_HINT}")
 
 
 def _assign(config: dict, key: str, value) -> None:
@@ -186,7 +190,7 @@ def expand_grid(grid) -> Sweep:
     sections = config_sections()
     axes = list(spec)
     for key in axes:
-        check_key(key, sections)
+        check_key(key, sections, where)
         values = spec[key]
         if not isinstance(values, list) or not values:
             raise InputError(f"{where}grid key {key!r} needs a non-empty list of values (write {key}: [value, ...]); "
