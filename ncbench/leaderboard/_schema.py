@@ -207,9 +207,10 @@ def validate_entry(entry: Any, *, board=None) -> dict:
         raise InputError(f"an entry must be a JSON object; got {type(entry).__name__}")
     version = entry.get("schema_version")
     if isinstance(version, int) and not isinstance(version, bool) and version < SCHEMA_VERSION:
+        how = f"`{board.regenerate}`" if board is not None else "`ncbench leaderboard build GRID`"
         raise InputError(f"schema_version: {version}, written by an older ncbench (this one writes "
-                         f"{SCHEMA_VERSION}: entries now carry their committed weights); rebuild the board "
-                         "(`ncbench leaderboard build GRID`) or submit the model again")
+                         f"{SCHEMA_VERSION}: entries now carry their committed weights); rebuild the board ({how}) "
+                         "or submit the model again")
     bad = _non_finite(entry)
     if bad is not None:
         raise InputError(f"{_path(bad)}: {_walk(entry, bad)!r} is not a finite number (JSON holds no NaN or "
