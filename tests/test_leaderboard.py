@@ -1,6 +1,7 @@
 """Leaderboards: boards, the entry schema, entries from records, rendering, BibTeX, the CLI."""
 
 import argparse
+import copy
 import csv
 import io
 import json
@@ -246,6 +247,11 @@ def _set(path, value):
     (_set(["source"], "manual"), r"^source: 'manual' is not one of \['sweep', 'submit'\]"),
     (_set(["checks", 0, "passed"], False), r"^reliable: true, but check\(s\) autoattack:deterministic failed"),
     (_set(["robust_accuracy", "eps_label"], "1/100"), r"eps_label: '1/100' is not the label of eps 0.01"),
+    (_set(["weights_file"], KeyError), r"^\(entry\): 'weights_file' is a required property"),
+    (_set(["weights_file"], {"path": "../x.safetensors", "sha256": "0" * 64, "bytes": 5}),
+     r"^weights_file\.path: '\.\./x\.safetensors' does not match"),
+    (_set(["evaluation", "seed"], KeyError), r"^evaluation: 'seed' is a required property"),
+    (_set(["schema_version"], 1), r"^schema_version: 1, written by an older ncbench .* rebuild the board"),
 ])
 def test_schema_refuses(board, edit, match):
     e = make_entry(board)
@@ -269,6 +275,19 @@ def test_entry_must_match_its_board(board, edit, match):
         validate_entry(e, board=board)  # ...but not on this board
 
 
+def test_a_check_an_attack_ran_twice_is_listed_once(board):
+    """Issue 18: entries listed ``autoattack:eval_mode`` twice (the attack checks it before and after). Catches
+    an entry that copies every check of the record; a check whose outcome changed in between stays twice."""
+    twice = [{"check": "eval_mode", "passed": True, "detail": "every module in eval mode"}] * 2
+    record = make_record(board)
+    record["robustness"]["checks"] = twice + record["robustness"]["checks"]
+    e = entry_from_records(board, record, entry_id="x", name="x", source="sweep")
+    assert [c["check"] for c in e["checks"]].count("autoattack:eval_mode") == 1
+    record["robustness"]["checks"][1] = {"check": "eval_mode", "passed": True, "detail": "3 modules in train mode"}
+    e = entry_from_records(board, record, entry_id="x", name="x", source="sweep")
+    assert [c["check"] for c in e["checks"]].count("autoattack:eval_mode") == 2
+
+
 def test_failed_check_makes_the_entry_unreliable_with_its_reason(board):
     e = make_entry(board, failed="recomputed@0.01")
     assert e["reliable"] is False
@@ -283,7 +302,6 @@ def test_failed_check_makes_the_entry_unreliable_with_its_reason(board):
      r"did not follow board mnist1d/Linf's protocol: name: 'pgd' \(board: 'autoattack'\)"),
     ({"robustness__n_points": 300}, r"n_points: 300 \(board: 500\)"),
     ({"robustness__precision": "bf16"}, r"precision: 'bf16' \(board: 'fp32'\)"),
-    ({"robustness__params": {"square_queries": 5000, "batch_size": 7}}, r"params: .*'batch_size': 7"),
     # a weaker Square is not AutoAttack "standard"; a grid is not the headline budget alone
     ({"robustness__params": {"square_queries": 10, "batch_size": 1000}}, r"params: .*'square_queries': 10"),
     ({"robustness__eps": [0.005, 0.01]}, r"eps: \[0\.005, 0\.01\] \(board: \[0\.01\]\)"),
@@ -296,6 +314,14 @@ def test_failed_check_makes_the_entry_unreliable_with_its_reason(board):
 def test_entry_from_records_refuses_a_record_of_another_protocol(board, changes, match):
     with pytest.raises(InputError, match=match):
         entry_from_records(board, make_record(board, **changes), entry_id="x", name="x", source="sweep")
+
+
+def test_the_attack_batch_size_is_not_part_of_the_protocol(board):
+    """AutoAttack's result does not depend on its batch size (one job, one result): a record made with another
+    batch size follows the board's protocol. Catches an entry check that compares settings outside the job
+    identity (and so refuses a result that is the same)."""
+    record = make_record(board, robustness__params={"square_queries": 5000, "batch_size": 7})
+    assert entry_from_records(board, record, entry_id="x", name="x", source="sweep")["board"] == BOARD
 
 
 def test_entry_from_records_refuses_an_invalid_record(board):
@@ -490,7 +516,10 @@ def test_render_all_skips_boards_never_rendered_but_renders_a_named_one(lb, boar
     assert "No entries yet" in (board.path / "README.md").read_text()
 
 
-def test_committed_leaderboards_are_rendered():
+def test_committed_leaderboards_are_rendered_and_pass_the_check():
+    from ncbench.leaderboard._check import check_entries
+
+    assert check_entries(LEADERBOARDS) == []  # schema, committed weights, committed data exports
     assert check_rendered(LEADERBOARDS) == []
 
 
@@ -545,7 +574,7 @@ def _cli(argv):
 
 
 def test_cli_render_and_check(board, lb, capsys):
-    write_entry(make_entry(board, "a"), board.path)
+    write_entry(make_entry(board, "a", source="submit"), board.path)  # a submission: no data export to agree with
     assert _cli(["leaderboard", "check", "--leaderboards", str(lb)]) == 1
     assert "mnist1d/Linf/README.md" in capsys.readouterr().err
     assert _cli(["leaderboard", "render", BOARD, "--leaderboards", str(lb)]) == 0
@@ -561,3 +590,170 @@ def test_schema_file_matches_the_schema_in_code():
     assert committed.read_bytes() == schema_bytes()
     assert json.loads(committed.read_text())["$schema"] == "https://json-schema.org/draft/2020-12/schema"
 
+
+
+# ------------------------------------------------------------------------ committed weights, check, verify
+
+TRAINED_JOB = "c" * 64
+
+
+@pytest.fixture
+def built(lb, board, tmp_path):
+    """A board as ``ncbench leaderboard build`` leaves it: an entry (source sweep) made from its protocol job's
+    record, its weights committed under weights/, the grid's export (records.jsonl.gz, results.csv) and the
+    protocol jobs' export (boards.jsonl.gz) under data/g/, every table rendered."""
+    import torch
+
+    from ncbench.leaderboard._weights import commit_weights
+    from ncbench.models import create_model, model_checksum, save_checkpoint
+    from ncbench.record import upgrade_record
+    from ncbench.store import ResultsStore, frame_csv, gzip_bytes, load_frame, records_jsonl
+
+    torch.manual_seed(0)
+    model = create_model("mlp", input_shape=(1, 40), num_classes=10, width=8, depth=1)
+    n = sum(p.numel() for p in model.parameters())
+    dataset = {"name": "mnist1d", "args": {"seed": 42, "n_train": 1000, "subset_seed": 0}}
+    trained_by = {"job_id": TRAINED_JOB, "recipe": {"epochs": 60}, "seed": 3, "dataset": dataset,
+                  "ncbench_version": "0.2.0"}
+    ckpt = save_checkpoint(model, tmp_path / "ckpt.safetensors", training=trained_by)
+    same = {"checksum": model_checksum(model), "provenance__model__num_parameters": n, "measures__num_parameters": n}
+    protocol = make_record(board, **same, provenance__model__source="checkpoint",
+                           provenance__model__checkpoint=str(ckpt), provenance__model__trained_by=trained_by,
+                           training=None, provenance__sweep={"name": "g@mnist1d/Linf", "axes": {"seed": 3}})
+    grid = make_record(board, **same, provenance__job_id=TRAINED_JOB, provenance__sweep={"name": "g",
+                                                                                          "axes": {"seed": 3}})
+    weights = commit_weights(ckpt, lb)
+    entry = entry_from_records(board, protocol, entry_id="m", name="M", source="sweep", weights_file=weights)
+    write_entry(entry, board.path)
+    data = lb / "data" / "g"
+    data.mkdir(parents=True)
+    (data / "boards.jsonl.gz").write_bytes(gzip_bytes(records_jsonl([protocol])))
+    (data / "records.jsonl.gz").write_bytes(gzip_bytes(records_jsonl([grid])))
+    with ResultsStore(tmp_path / "s.sqlite") as st:
+        st.put_record(upgrade_record(grid))
+        (data / "results.csv").write_bytes(frame_csv(load_frame(st, sweep="g")))
+    render_all(lb)
+    return types.SimpleNamespace(lb=lb, board=board, entry=entry, weights=lb / weights["path"], n=n,
+                                 protocol=protocol, checkpoint=ckpt)
+
+
+def _edit_entry(built, edit, render=True):
+    """Change the committed entry file and re-render, so that only the new checks can see the change."""
+    path = built.board.path / "m.json"
+    entry = json.loads(path.read_text())
+    edit(entry)
+    path.write_text(json.dumps(entry))
+    if render:
+        render_all(built.lb)
+
+
+def test_check_passes_on_what_a_build_leaves(built, capsys):
+    from ncbench.leaderboard._check import check_entries
+
+    assert built.weights.is_file() and built.entry["weights_file"]["bytes"] == built.weights.stat().st_size
+    assert check_entries(built.lb) == []
+    assert _cli(["leaderboard", "check", "--leaderboards", str(built.lb)]) == 0
+    assert "agrees with the committed data exports" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("change, expected", [
+    # a check that only re-renders the tables (the old one) passes every case below
+    (lambda b: _edit_entry(b, _set(["clean_accuracy"], 0.91)),
+     [r"^mnist1d/Linf/m: clean_accuracy: committed 0\.91, exported 0\.9 \(data/g/boards\.jsonl\.gz\)$"]),
+    # a collapse number: against the protocol record exactly, and the grid's record and table within 1e-4
+    (lambda b: _edit_entry(b, lambda e: e["collapse"]["train"].update(nc1=0.0124)),
+     [r"collapse\.train\.nc1: committed 0\.0124, exported 0\.0123 \(data/g/boards\.jsonl\.gz\)",
+      r"collapse\.train\.nc1: committed 0\.0124, exported 0\.0123 \(data/g/records\.jsonl\.gz\)",
+      r"collapse\.train\.nc1: committed 0\.0124, exported 0\.0123 \(data/g/results\.csv\)"]),
+    (lambda b: _edit_entry(b, _set(["num_parameters"], 999)),
+     [r"num_parameters: committed 999, the committed file's model has \d+",
+      r"num_parameters: committed 999, exported \d+ \(data/g/boards",
+      r"num_parameters: committed 999, exported \d+ \(data/g/records", r"num_parameters: committed 999, "
+      r"exported '\d+' \(data/g/results\.csv\)"]),
+    (lambda b: b.weights.write_bytes(b.weights.read_bytes()[:-1] + b"\x01"),
+     [r"^mnist1d/Linf/m: weights_file\.sha256: committed [0-9a-f]{64}, the file's is [0-9a-f]{64}$"]),
+    (lambda b: b.weights.unlink(), [r"weights_file\.path: weights/[0-9a-f]{16}\.safetensors is not committed"]),
+    (lambda b: (b.lb / "weights" / "ffffffffffffffff.safetensors").write_bytes(b"x"),
+     [r"^weights/ffffffffffffffff\.safetensors: no entry names this weights file"]),
+    (lambda b: (b.lb / "data" / "g" / "boards.jsonl.gz").unlink(),
+     [r"evaluation\.job_id: no committed export holds its record b{16}\.\.\."]),
+    (lambda b: _edit_entry(b, _set(["weights_file"], KeyError), render=False),
+     [r"^mnist1d/Linf/m: \(entry\): 'weights_file' is a required property",
+      r"^weights/[0-9a-f]{16}\.safetensors: no entry names this weights file"]),
+])
+def test_check_names_the_entry_field_and_both_values(built, change, expected, capsys):
+    import re
+
+    from ncbench.leaderboard._check import check_entries
+
+    change(built)
+    problems = check_entries(built.lb)
+    assert len(problems) == len(expected), problems
+    for pattern, line in zip(expected, problems):
+        assert re.search(pattern, line), (pattern, line)
+    assert _cli(["leaderboard", "check", "--leaderboards", str(built.lb)]) == 1
+    assert problems[0] in capsys.readouterr().err
+
+
+def test_compare_states_its_tolerances(board):
+    """Catches a tolerance that is too loose (a changed number passes) or too tight (rounding fails)."""
+    from ncbench.leaderboard._verify import compare
+
+    e = make_entry(board)
+    n_split = {"train": 1000, "test": 1000}
+    assert compare(e, copy.deepcopy(e), n_split=n_split) == []
+
+    def changed(edit):
+        f = copy.deepcopy(e)
+        edit(f)
+        return compare(e, f, n_split=n_split)
+
+    assert changed(lambda f: f.update(clean_accuracy=0.9 + 1 / 500)) == []  # one sample of 500 points
+    assert changed(lambda f: f.update(clean_accuracy=0.9 + 2 / 500)) == [
+        "clean_accuracy: committed 0.9, re-evaluated 0.904 (tolerance 1/500)"]
+    assert changed(lambda f: f["robust_accuracy"].update(value=0.51)) == []
+    assert changed(lambda f: f["robust_accuracy"].update(value=0.515)) == [
+        "robust_accuracy.value: committed 0.5, re-evaluated 0.515 (tolerance 0.01)"]
+    assert changed(lambda f: f["pgd_curve"][2].update(robust_accuracy=e["pgd_curve"][2]["robust_accuracy"] + 0.02)
+                   )[0].startswith("pgd_curve@0.01: committed 0.7, re-evaluated 0.72 (tolerance 0.01)")
+    assert changed(lambda f: f["collapse"]["test"].update(nc1=0.456 * (1 + 5e-5))) == []
+    assert changed(lambda f: f["collapse"]["test"].update(nc1=0.456 * (1 + 2e-4))) == [
+        "collapse.test.nc1: committed 0.456, re-evaluated 0.456091 (tolerance relative 0.0001)"]
+    assert changed(lambda f: f["collapse"]["test"].update(nc4_ncc_mismatch=0.032)) == []  # one test point
+    assert len(changed(lambda f: f["collapse"]["test"].update(nc4_ncc_mismatch=0.033))) == 1
+    assert changed(lambda f: f.update(weights_sha256="d" * 64))[0].startswith("weights_sha256: committed 'aaaa")
+    assert changed(lambda f: f["evaluation"].update(job_id="e" * 64))[0].startswith("evaluation.job_id")
+
+
+def test_verify_reruns_the_protocol_on_the_committed_weights(built, monkeypatch, capsys):
+    """verify loads the committed file (not the sweep's checkpoint), runs the board's protocol with the entry's
+    seed, and reports what differs. The evaluation itself is stood in for by the entry's own record (the real
+    one runs in tests/test_submit.py's slow test); catches a verify that evaluates another file or seed, that
+    compares nothing, or whose exit code ignores a difference."""
+    import ncbench.evaluate
+    from ncbench.leaderboard import _verify
+
+    seen = []
+    answer = {"record": built.protocol}
+
+    def fake_run_evaluate(cfg, *, progress=True, **kw):
+        seen.append((cfg.checkpoint, cfg.seed, cfg.attack.name, [a.name for a in cfg.extra_attacks]))
+        return answer["record"]
+
+    monkeypatch.setattr(ncbench.evaluate, "run_evaluate", fake_run_evaluate)
+    assert _verify.verify("mnist1d/Linf/m", leaderboards=built.lb) == [("mnist1d/Linf/m", [])]
+    assert seen == [(str(built.weights), 3, "autoattack", ["pgd"])]
+    bumped = copy.deepcopy(built.protocol)
+    bumped["robustness"]["curve"][0]["robust_accuracy"] = 0.55
+    answer["record"] = bumped
+    assert _cli(["leaderboard", "verify", "mnist1d/Linf", "--leaderboards", str(built.lb)]) == 1
+    out = capsys.readouterr().out
+    assert "DIFFERS mnist1d/Linf/m" in out and "robust_accuracy.value: committed 0.5, re-evaluated 0.55 " \
+        "(tolerance 0.01)" in out and "0 of 1 entry reproduced within the tolerances; 1 differ" in out
+    built.weights.write_bytes(b"not the weights")  # a changed file is reported, not evaluated
+    (diffs,) = [d for _, d in _verify.verify(None, leaderboards=built.lb)]
+    assert diffs[0].startswith("weights_file.sha256") and len(seen) == 2
+    with pytest.raises(InputError, match=r"board mnist1d/Linf has no entry 'mm'; did you mean 'm'\?"):
+        _verify.verify("mnist1d/Linf/mm", leaderboards=built.lb)
+    with pytest.raises(InputError, match="expected BOARD"):
+        _verify.verify("mnist1d", leaderboards=built.lb)

@@ -20,7 +20,7 @@ def boards(tmp_path):
     """A copy of the committed boards, with a small digits board (60 points) so that a test runs in seconds."""
     dst = tmp_path / "leaderboards"
     shutil.copytree(REPO / "leaderboards", dst, ignore=shutil.ignore_patterns("*.json", "*.md", "*.tex", "*.csv",
-                                                                               "*.bib"))
+                                                                               "*.bib", "weights", "data"))
     shutil.copytree(REPO / "leaderboards" / "schema", dst / "schema", dirs_exist_ok=True)
     board = dst / "digits" / "Linf" / "board.yaml"
     board.write_text(board.read_text().replace("n_points: 450", "n_points: 60"))
@@ -68,6 +68,13 @@ def test_submit_end_to_end(trained, boards, capsys):
     (entry,) = load_entries(boards / "digits" / "Linf")
     assert entry["id"] == "my-mlp" and entry["source"] == "submit"
     assert entry["weights_sha256"] == model_checksum(model)
+    # the weights are committed beside the boards, byte for byte the submitted file, named by its sha256
+    import hashlib
+
+    committed = boards / entry["weights_file"]["path"]
+    assert committed.read_bytes() == trained.read_bytes()
+    assert entry["weights_file"]["sha256"] == hashlib.sha256(trained.read_bytes()).hexdigest()
+    assert committed.name == entry["weights_file"]["sha256"][:16] + ".safetensors"
     assert entry["training"]["job_id"] == model.trained_by["job_id"]  # the recipe travelled in the checkpoint
     assert entry["robust_accuracy"]["n_points"] == 60 and entry["robust_accuracy"]["value"] < entry["clean_accuracy"]
     assert entry["reported"]["robust_accuracy"] == 0.99
@@ -78,7 +85,7 @@ def test_submit_end_to_end(trained, boards, capsys):
     before = files(boards)
     assert main(["submit", str(trained), "--board", "digits/Linf", "--leaderboards", str(boards), "--name",
                  "My MLP", "--quiet"]) == 2
-    one_line_error(capsys, r"entry 'my-mlp' exists on board digits/Linf")
+    one_line_error(capsys, r"entry 'my-mlp' exists on board digits/Linf.*--check to re-evaluate it")
     assert files(boards) == before
     from ncbench.models import save_checkpoint
 
@@ -156,3 +163,50 @@ def test_bad_submissions_write_nothing(trained, boards, tmp_path, capsys):
         one_line_error(capsys, pattern)
         assert files(boards) == before, args
     assert not marker.exists()
+
+
+@pytest.mark.slow
+def test_maintainers_verify_a_submission(trained, boards, capsys):
+    """A submission re-evaluated as a maintainer would: `leaderboard verify` on the committed weights and
+    `submit --check` from the submitter's file both reproduce the entry (on this machine, exactly); a changed
+    number is caught with its field and both values. Catches a verify or --check that compares nothing, that
+    evaluates with another seed (AutoAttack and PGD would then differ beyond one sample on some boards), or
+    that writes anything."""
+    import json
+
+    from ncbench.leaderboard import load_entries, render_board
+
+    assert main(["submit", str(trained), "--board", "digits/Linf", "--leaderboards", str(boards), "--name", "My MLP",
+                 "--quiet"]) == 0
+    capsys.readouterr()
+    before = files(boards)
+    assert main(["leaderboard", "verify", "digits/Linf/my-mlp", "--leaderboards", str(boards)]) == 0
+    assert "1 of 1 entry reproduced within the tolerances" in capsys.readouterr().out
+    assert main(["submit", str(trained), "--board", "digits/Linf", "--leaderboards", str(boards), "--name", "My MLP",
+                 "--check", "--quiet"]) == 0
+    assert "ok digits/Linf/my-mlp: the checkpoint is the entry's model" in capsys.readouterr().out
+    assert files(boards) == before  # verifying writes nothing
+    (entry,) = load_entries(boards / "digits" / "Linf")
+    path = boards / "digits" / "Linf" / "my-mlp.json"
+    entry["robust_accuracy"]["value"] = round(entry["robust_accuracy"]["value"] + 0.05, 6)
+    path.write_text(json.dumps(entry))
+    render_board(path.parent)
+    assert main(["leaderboard", "verify", "digits/Linf", "--leaderboards", str(boards)]) == 1
+    out = capsys.readouterr().out
+    assert f"robust_accuracy.value: committed {entry['robust_accuracy']['value']:.6g}, re-evaluated " in out
+    assert "(tolerance 0.01)" in out
+
+
+def test_stray_weights_stay_out_of_commits():
+    """The submit walkthrough left a checkpoint at the repository root that `git add -A` committed. Catches a
+    .gitignore without the rule, or one whose rule also hides the weights that are committed on purpose."""
+    if shutil.which("git") is None or not (REPO / ".git").exists():
+        pytest.skip("not a git checkout")
+
+    def ignored(rel):
+        return subprocess.run(["git", "check-ignore", "-q", rel], cwd=REPO).returncode == 0
+
+    for stray in ("my-mlp.safetensors", "runs/model.pt", "model.pt2", "ckpt/last.pth"):
+        assert ignored(stray), stray
+    for kept in ("leaderboards/weights/0123456789abcdef.safetensors", "tests/data/digits-mlp-fixed.safetensors"):
+        assert not ignored(kept), kept

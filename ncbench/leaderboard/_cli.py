@@ -1,4 +1,4 @@
-"""``ncbench leaderboard render`` and ``ncbench leaderboard check``: parse, call the package, print."""
+"""``ncbench leaderboard render|check|verify|build`` and ``ncbench submit``: parse, call the package, print."""
 
 from __future__ import annotations
 
@@ -6,7 +6,19 @@ import argparse
 import sys
 from pathlib import Path
 
+from .._errors import InputError, NcbenchError
 from ..store import DEFAULT_STORE
+
+
+def _whole(text: str) -> int:
+    """An argparse type: a whole number >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1; got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1; got {value}")
+    return value
 
 
 def _leaderboards_option(p: argparse.ArgumentParser) -> None:
@@ -28,10 +40,21 @@ def register(subparsers) -> argparse._SubParsersAction:
                         help="boards to render, e.g. mnist1d/Linf or measures/<sweep> (default: all)")
     _leaderboards_option(render)
     render.set_defaults(func=cmd_render)
-    check = sub.add_parser("check", help="re-render into a temporary copy and list the files that differ from "
-                                         "the committed ones (exit 1 if any)")
+    check = sub.add_parser("check", help="check every entry against the entry schema, its committed weights and the "
+                                         "committed data exports it was built from, and that the rendered tables "
+                                         "are current (exit 1 naming each problem)")
     _leaderboards_option(check)
     check.set_defaults(func=cmd_check)
+    verify = sub.add_parser("verify", help="re-evaluate the committed weights of entries under their board's "
+                                           "protocol and compare with the entries within the stated tolerances "
+                                           "(exit 1 on a difference)")
+    verify.add_argument("target", nargs="?", metavar="BOARD[/ENTRY]", help="e.g. mnist1d/Linf or "
+                        "mnist1d/Linf/<entry id> (default: every entry of every board)")
+    verify.add_argument("--data-dir", metavar="DIR", help="where torchvision datasets live (image boards)")
+    verify.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    verify.add_argument("--progress", action="store_true", help="progress bars of each evaluation")
+    _leaderboards_option(verify)
+    verify.set_defaults(func=cmd_verify)
     build = sub.add_parser("build", help="from a grid to its boards: run the sweep, export its data, run each "
                                          "board's protocol on one model per configuration, write the entries, "
                                          "the measures board, and render")
@@ -41,9 +64,14 @@ def register(subparsers) -> argparse._SubParsersAction:
     build.add_argument("--store", default=DEFAULT_STORE, metavar="PATH",
                        help=f"the results store (default {DEFAULT_STORE})")
     build.add_argument("--executor", default="process", choices=("local", "process", "ray", "slurm"))
-    build.add_argument("--workers", type=int, help="processes (default: the cores)")
-    build.add_argument("--threads-per-job", type=int, help="torch threads per job (default: cores / workers)")
+    build.add_argument("--workers", type=_whole, help="processes (default: the cores)")
+    build.add_argument("--threads-per-job", type=_whole, help="torch threads per job (default: cores / workers)")
     build.add_argument("--quiet", action="store_true", help="no progress bars")
+    build.add_argument("--no-boards", dest="no_boards", action="store_true", help="only the sweep, its data export "
+                       "and its measures board: no board jobs, entries or weights (for grids of a thousand models)")
+    build.add_argument("--export-every", dest="export_every", type=_whole, metavar="N", help="also rewrite "
+                       "leaderboards/data/<sweep>/ after every N finished jobs, so that a long build can be "
+                       "committed as it goes (each file atomically)")
     _leaderboards_option(build)
     build.set_defaults(func=cmd_build)
     return sub
@@ -57,7 +85,7 @@ def cmd_build(args) -> int:
 
     paths = build(args.grid, store=args.store, leaderboards=args.leaderboards, boards=args.boards,
                   executor=args.executor, workers=args.workers, threads_per_job=args.threads_per_job,
-                  progress=not args.quiet, log=log)
+                  progress=not args.quiet, log=log, no_boards=args.no_boards, export_every=args.export_every)
     for path in paths:
         print(f"wrote {path}")
     return 0
@@ -73,17 +101,42 @@ def cmd_render(args) -> int:
 
 
 def cmd_check(args) -> int:
+    from ._check import check_entries
     from ._render import check_rendered
 
-    differ = check_rendered(args.leaderboards)
+    problems = check_entries(args.leaderboards)
+    if problems:
+        print(f"{len(problems)} problem(s) with the entries under {args.leaderboards}:", file=sys.stderr)
+        for line in problems:
+            print(f"  {line}", file=sys.stderr)
+    try:
+        differ = check_rendered(args.leaderboards)
+    except NcbenchError as err:  # an invalid entry stops rendering; it is listed above
+        if not problems:
+            raise
+        print(f"(the tables were not re-rendered: {err})", file=sys.stderr)
+        return 1
     if differ:
         print(f"{len(differ)} file(s) under {args.leaderboards} differ from a fresh render "
               "(run `ncbench leaderboard render` and commit the result):", file=sys.stderr)
         for rel in differ:
             print(f"  {rel}", file=sys.stderr)
+    if problems or differ:
         return 1
-    print(f"{args.leaderboards}: every rendered file is up to date")
+    print(f"{args.leaderboards}: every entry is valid, holds its committed weights and agrees with the committed "
+          "data exports; every rendered file is up to date")
     return 0
+
+
+def cmd_verify(args) -> int:
+    from ._verify import verify
+
+    results = verify(args.target, leaderboards=args.leaderboards, data_dir=args.data_dir, device=args.device,
+                     progress=args.progress, log=print)
+    bad = [label for label, diffs in results if diffs]
+    print(f"{len(results) - len(bad)} of {len(results)} entr{'y' if len(results) == 1 else 'ies'} reproduced within "
+          "the tolerances" + (f"; {len(bad)} differ" if bad else ""))
+    return 1 if bad else 0
 
 
 def register_submit(subparsers) -> None:
@@ -104,6 +157,9 @@ def register_submit(subparsers) -> None:
     sp.add_argument("--trust-checkpoint", action="store_true", help="allow a .pt2 archive, which unpickles: only "
                                                                     "for files you made yourself")
     sp.add_argument("--replace", action="store_true", help="update an existing entry with the same weights")
+    sp.add_argument("--check", action="store_true", help="for maintainers: re-evaluate the existing entry from this "
+                    "checkpoint and compare within the tolerances of `ncbench leaderboard verify` (exit 1 on a "
+                    "difference); writes nothing")
     sp.add_argument("--data-dir", metavar="DIR", help="where torchvision datasets live (image boards)")
     sp.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     sp.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -112,10 +168,25 @@ def register_submit(subparsers) -> None:
 
 
 def cmd_submit(args) -> int:
-    from ._submit import submit
+    from ._submit import check_submission, submit
 
     def log(message: str) -> None:
         print(message, file=sys.stderr)
+
+    if args.check:
+        if args.replace:
+            raise InputError("--check writes nothing: leave out --replace")
+        entry, diffs = check_submission(args.checkpoint, args.board, name=args.name, entry_id=args.entry_id,
+                                        trust=args.trust_checkpoint, leaderboards=args.leaderboards,
+                                        data_dir=args.data_dir, device=args.device, progress=not args.quiet, log=log)
+        label = f"{entry['board']}/{entry['id']}"
+        if diffs:
+            print(f"DIFFERS {label}:")
+            for line in diffs:
+                print(f"  {line}")
+            return 1
+        print(f"ok {label}: the checkpoint is the entry's model and reproduces its numbers within the tolerances")
+        return 0
 
     entry, path = submit(args.checkpoint, args.board, name=args.name, entry_id=args.entry_id,
                          claim_clean=args.claim_clean, claim_robust=args.claim_robust, paper_bib=args.paper_bib,

@@ -65,9 +65,24 @@ def _date(created: str) -> str:
         raise InputError(f"record field created must be an ISO 8601 time; got {created!r}") from None
 
 
+def _checks(*attacks) -> list[dict]:
+    """Every check of the attacks, each name prefixed with its attack, once: an attack that runs a check twice
+    with the same outcome (``eval_mode`` before and after) lists it once; a check whose outcome changed is
+    kept both times."""
+    out, seen = [], set()
+    for att in attacks:
+        for c in _get(att, "checks"):
+            item = {"check": f"{att['name']}:{c['check']}", "passed": bool(c["passed"]), "detail": str(c["detail"])}
+            key = (item["check"], item["passed"], item["detail"])
+            if key not in seen:
+                seen.add(key)
+                out.append(item)
+    return out
+
+
 def entry_from_records(board: Board, record: dict, *, entry_id: str, name: str, source: str,
                        paper: dict | None = None, reported: dict | None = None,
-                       external: dict | None = None) -> dict:
+                       external: dict | None = None, weights_file: dict | None = None) -> dict:
     """Build (and validate) a leaderboard entry from one result record.
 
     Parameters
@@ -84,14 +99,17 @@ def entry_from_records(board: Board, record: dict, *, entry_id: str, name: str, 
     reported : the claimed numbers ``{"clean_accuracy", "robust_accuracy"}`` (fractions; a missing one is
         null), or None.
     external : a stronger attack's result ``{"attack", "eps", "robust_accuracy", "footnote", "url"?}``, or None.
+    weights_file : the committed weights ``{"path", "sha256", "bytes"}``
+        (:func:`ncbench.leaderboard._weights.commit_weights`), or None when they cannot be committed.
 
     Returns
     -------
     dict : the entry. ``clean_accuracy`` is ``robustness.clean_accuracy``: clean top-1 on the board's
     ``n_points`` attacked points (the same points as the robust accuracy; for a board that attacks the whole
     test split it is the test accuracy). ``collapse`` is the record's (every metric, train and test). ``checks``
-    are both attacks' checks, each name prefixed with its attack (``autoattack:bounds@0.01``, ``pgd:...``);
-    ``reliable`` is true exactly when all of them passed, and ``unreliable_reasons`` lists the failed ones.
+    are both attacks' checks, each name prefixed with its attack (``autoattack:bounds@0.01``, ``pgd:...``),
+    each once; ``reliable`` is true exactly when all of them passed, and ``unreliable_reasons`` lists the
+    failed ones. ``evaluation`` names the record's job and seed (what ``ncbench leaderboard verify`` reruns).
     Versions come from the provenance, ``date`` from ``created`` (UTC).
     """
     from ..record import upgrade_record
@@ -130,8 +148,7 @@ def entry_from_records(board: Board, record: dict, *, entry_id: str, name: str, 
         raise InputError(f"the record's curve is at eps {[eps_label(e) for e in grid]}; board {board.id}'s grid is "
                          f"{list(board.curve_eps_labels)}")
 
-    checks = [{"check": f"{att['name']}:{c['check']}", "passed": bool(c["passed"]), "detail": str(c["detail"])}
-              for att in (headline, pgd) for c in _get(att, "checks")]
+    checks = _checks(headline, pgd)
     model = _get(prov, "model")
     entry = {
         "schema_version": SCHEMA_VERSION,
@@ -142,6 +159,8 @@ def entry_from_records(board: Board, record: dict, *, entry_id: str, name: str, 
         "architecture_args": _get(model, "args"),
         "num_parameters": _get(model, "num_parameters"),
         "weights_sha256": _get(model, "checksum"),
+        "weights_file": None if weights_file is None else dict(weights_file),
+        "evaluation": {"job_id": _get(prov, "job_id"), "seed": _get(prov, "seed")},
         "training": _training(prov),
         "clean_accuracy": _get(headline, "clean_accuracy"),
         "robust_accuracy": {"value": rows[0]["robust_accuracy"], "attack": headline["name"],

@@ -146,6 +146,13 @@ def render_readme(board: Board, entries: list[dict]) -> str:
         board.regenerate,
         "```",
         "",
+        "Verify it: every entry names its weights, committed under `leaderboards/weights/` (safetensors, named by "
+        "their sha256). `ncbench leaderboard check` checks each entry against the entry schema, those weights and "
+        "the data exports it was built from; `ncbench leaderboard verify "
+        f"{board.id}[/ENTRY]` re-evaluates the weights under this protocol and compares within stated tolerances "
+        "(clean accuracy within one test point, collapse within relative 1e-4, AutoAttack and PGD robust accuracy "
+        "within 0.01).",
+        "",
         "## Results",
         "",
     ]

@@ -15,7 +15,8 @@ from typing import Any
 from .._budget import canonical_eps, eps_label
 from .._errors import InputError
 
-SCHEMA_VERSION = 1
+#: 2: ``weights_file`` (the committed safetensors and its sha256) and ``evaluation`` (the protocol job)
+SCHEMA_VERSION = 2
 SCHEMA_ID = "urn:ncbench:leaderboard-entry"
 
 _FRACTION = {"type": "number", "minimum": 0, "maximum": 1}
@@ -61,6 +62,20 @@ ENTRY_SCHEMA: dict = {
         "weights_sha256": {"$ref": "#/$defs/sha256",
                            "description": "ncbench.models.model_checksum: sha256 over the state dict's names, "
                                           "dtypes, shapes and bytes"},
+        "weights_file": _object({
+            "path": {"type": "string", "pattern": "^weights/[0-9a-f]{16}\\.safetensors$",
+                     "description": "relative to the leaderboards folder: weights/<first 16 hex of sha256>"
+                                    ".safetensors"},
+            "sha256": {"$ref": "#/$defs/sha256", "description": "sha256 of the file's bytes"},
+            "bytes": {"type": "integer", "minimum": 1},
+        }, nullable=True, description="the committed weights that `ncbench leaderboard verify` re-evaluates "
+                                      "(shared by the boards of the same model), or null for a model that "
+                                      "cannot be written as safetensors (a torch.export archive)"),
+        "evaluation": _object({
+            "job_id": {"$ref": "#/$defs/sha256", "description": "provenance.job_id of the record the entry was "
+                                                               "built from (the board's protocol on these weights)"},
+            "seed": {"type": "integer", "description": "the protocol job's seed (it seeds the attacks)"},
+        }, description="the job that measured this entry"),
         "training": {
             "description": "how the model was trained: an ncbench recipe (the effective training recipe, the "
                            "training seed, the training data, the job that trained it) or elsewhere",
@@ -111,8 +126,8 @@ ENTRY_SCHEMA: dict = {
         "torch_version": _TEXT,
         "date": {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}$", "format": "date"},
     }, required=["schema_version", "id", "board", "name", "architecture", "architecture_args", "num_parameters",
-                 "weights_sha256", "training", "clean_accuracy", "robust_accuracy", "pgd_curve", "collapse",
-                 "checks", "reliable", "unreliable_reasons", "reported", "external", "source", "ncbench_version",
+                 "weights_sha256", "weights_file", "evaluation", "training", "clean_accuracy", "robust_accuracy",
+                 "pgd_curve", "collapse", "checks", "reliable", "unreliable_reasons", "reported", "external", "source", "ncbench_version",
                  "torch_version", "date"]),
 }
 
@@ -190,6 +205,12 @@ def validate_entry(entry: Any, *, board=None) -> dict:
 
     if not isinstance(entry, dict):
         raise InputError(f"an entry must be a JSON object; got {type(entry).__name__}")
+    version = entry.get("schema_version")
+    if isinstance(version, int) and not isinstance(version, bool) and version < SCHEMA_VERSION:
+        how = f"`{board.regenerate}`" if board is not None else "`ncbench leaderboard build GRID`"
+        raise InputError(f"schema_version: {version}, written by an older ncbench (this one writes "
+                         f"{SCHEMA_VERSION}: entries now carry their committed weights); rebuild the board ({how}) "
+                         "or submit the model again")
     bad = _non_finite(entry)
     if bad is not None:
         raise InputError(f"{_path(bad)}: {_walk(entry, bad)!r} is not a finite number (JSON holds no NaN or "
