@@ -7,10 +7,12 @@
 - ncbench: ``robustness_curve`` with the same attack: only correctly classified points, batches of 1000,
   frozen parameters, and each point dropped from the batch once it is fooled.
 
-Both draw the same random start for each point from the same seed. ncbench counts a point as fooled if any
-iterate fools it; the plain loop's accuracy is printed both ways (final iterate, and any iterate — measured in
-a separate untimed pass with a wrapper that records every forward), so equal numbers mean the same attack.
-Times are medians of --repeats runs on this machine. Measures; asserts nothing.
+The random starts differ: the plain loop draws torchattacks' stream after ``torch.manual_seed``, ncbench draws
+each point's start from its position and the job's seed (docs/attacks.md, "Seeding"), so the two accuracies
+agree within the spread of the random start, not exactly (tests/test_attacks.py checks the iterates from one
+start). ncbench counts a point as fooled if any iterate fools it; the plain loop's accuracy is printed both
+ways (final iterate, and any iterate — measured in a separate untimed pass with a wrapper that records every
+forward). Times are medians of --repeats runs on this machine. Measures; asserts nothing.
 """
 
 from __future__ import annotations

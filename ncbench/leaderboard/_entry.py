@@ -141,7 +141,8 @@ def entry_from_records(board: Board, record: dict, *, entry_id: str, name: str, 
     pgd = extra[0]
     extra_ids = _get(prov, "identity.extra_attacks")
     if len(extra) != 1 or len(extra_ids) != 1:
-        raise InputError(f"the record has {len(extra)} extra attacks; board {board.id}'s protocol has one, its PGD curve")
+        raise InputError(f"the record has {len(extra)} extra attacks; board {board.id}'s protocol has one, its PGD "
+                         "curve")
     _check_attack(board, extra_ids[0], "extra_robustness[0] (the curve)", board.curve_attack_args())
     grid = [canonical_eps(r["eps"]) for r in pgd["curve"]]
     if grid != list(board.curve_eps):

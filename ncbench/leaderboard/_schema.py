@@ -127,8 +127,8 @@ ENTRY_SCHEMA: dict = {
         "date": {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}$", "format": "date"},
     }, required=["schema_version", "id", "board", "name", "architecture", "architecture_args", "num_parameters",
                  "weights_sha256", "weights_file", "evaluation", "training", "clean_accuracy", "robust_accuracy",
-                 "pgd_curve", "collapse", "checks", "reliable", "unreliable_reasons", "reported", "external", "source", "ncbench_version",
-                 "torch_version", "date"]),
+                 "pgd_curve", "collapse", "checks", "reliable", "unreliable_reasons", "reported", "external", "source",
+                 "ncbench_version", "torch_version", "date"]),
 }
 
 

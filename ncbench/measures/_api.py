@@ -36,11 +36,11 @@ FAMILIES = {"pacbayes": ("pacbayes_flatness", "pacbayes_bound"),
 # Settings, with units and the reason for each (docs/measures.md has the measurements behind them).
 #: training points the perturbation searches evaluate on: a fixed seeded subset (all points when fewer); the
 #: benchmark shows the values on it move less than their own Monte Carlo error from the full-set values
-N_POINTS = 500
+N_POINTS = 400
 #: Monte Carlo draws of the weight noise per step of the sigma' searches (the reference uses 10); a step whose
 #: side of the target is already clear after a chunk of draws skips the rest (never a step within tolerance)
-MC_DRAWS = 20
-DRAW_CHUNK = 5
+MC_DRAWS = 32
+DRAW_CHUNK = 4
 #: random starts of the sharpness ascent, and ascent steps per start (Jiang et al.'s pseudo-code: a few
 #: restarts of a few steps each, keeping the worst)
 SHARPNESS_RESTARTS = 3
@@ -55,6 +55,7 @@ MAG_EPS = 1e-3
 #: where the log-bisections start (then x/÷ 8 until bracketed): typical sigma' of absolute noise, sigma'_m of
 #: relative noise and alpha' of the box, on the models measured
 START = {"sigma": 1e-2, "mag_sigma": 1e-1, "alpha": 1e-2}
+BRACKET_FACTOR = 8.0
 
 
 def _check(model, x_train, y_train, *, n_points, mc_draws, sharpness_restarts, ascent_steps, ascent_batch, target,
@@ -92,10 +93,6 @@ def _check(model, x_train, y_train, *, n_points, mc_draws, sharpness_restarts, a
     return x.to(torch.float32), y, [n for n in MEASURE_NAMES if n in set(names)]
 
 
-def _finite(v: float) -> float | None:
-    return float(v) if v is not None and math.isfinite(v) else None
-
-
 def _load_init(model, init_state, x_shape) -> FoldedNetwork:
     try:
         return fold_network(model, init_state, input_shape=x_shape)
@@ -107,8 +104,8 @@ def _load_init(model, init_state, x_shape) -> FoldedNetwork:
 def generalization_measures(model: torch.nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, *,
                             init_state: dict | None = None, seed: int = 0, n_points: int = N_POINTS,
                             mc_draws: int = MC_DRAWS, sharpness_restarts: int = SHARPNESS_RESTARTS,
-                            ascent_steps: int = ASCENT_STEPS, ascent_batch: int = ASCENT_BATCH, target: float = TARGET, tolerance: float = TOLERANCE,
-                            mag_eps: float = MAG_EPS, reference_sigma: bool = False,
+                            ascent_steps: int = ASCENT_STEPS, ascent_batch: int = ASCENT_BATCH,
+                            target: float = TARGET, tolerance: float = TOLERANCE, mag_eps: float = MAG_EPS, reference_sigma: bool = False,
                             only: Iterable[str] | None = None) -> dict:
     """Generalization measures of a trained classifier (Jiang et al. 2020; Dziugaite et al. 2020).
 
@@ -165,182 +162,210 @@ def generalization_measures(model: torch.nn.Module, x_train: torch.Tensor, y_tra
     ['inverse_margin', 'path_norm']
     """
     x, y, names = _check(model, x_train, y_train, n_points=n_points, mc_draws=mc_draws,
-                         sharpness_restarts=sharpness_restarts, ascent_steps=ascent_steps, ascent_batch=ascent_batch, target=target,
-                         tolerance=tolerance, mag_eps=mag_eps, only=only)
-    wanted = set(names)
-    values: dict[str, float | None] = {n: None for n in names}
-    reasons: dict[str, str] = {}
-    seconds: dict[str, float] = {}
-    m = int(x.shape[0])
-    info: dict = {"n_train": m, "seed": int(seed), "target": target, "tolerance": tolerance,
-                  "reference_sigma": bool(reference_sigma),
-                  "noise_std": "sigma^2 (reference)" if reference_sigma else "sigma",
-                  "normalize": "preprocessing (measures act on normalised inputs)",
-                  "batch_norm": "folded into the preceding layer (eval-mode running statistics)"}
+                         sharpness_restarts=sharpness_restarts, ascent_steps=ascent_steps, ascent_batch=ascent_batch,
+                         target=target, tolerance=tolerance, mag_eps=mag_eps, only=only)
+    run = _Run(names, x.shape[0], seed)
+    run.info.update({"target": target, "tolerance": tolerance, "reference_sigma": bool(reference_sigma),
+                     "noise_std": "sigma^2 (reference)" if reference_sigma else "sigma",
+                     "normalize": "preprocessing (the measures act on normalised inputs)",
+                     "batch_norm": "folded into the preceding layer (eval-mode running statistics)"})
 
-    def fail(measures, reason):
-        for n in measures:
-            if n in wanted and values.get(n) is None and n not in reasons:
-                reasons[n] = reason
-
-    # ---- margin: every training point, as evaluate.measures' train_margin_p10
     t = time.perf_counter()
-    _, logits = extract(model, x)
-    margins = output_margin(logits.double(), y.to(logits.device))
-    gamma = float(torch.quantile(margins, 0.1))
-    info["margin"] = gamma
-    info["margin_definition"] = ("10th percentile over all training points of the true logit minus the largest "
-                                 "other (train_margin_p10)")
-    if gamma <= 0:
-        fail(MARGIN_MEASURES, f"the margin (10th percentile of true minus largest other logit) is {gamma:.4g} <= 0: "
-                              "more than 10% of training points are misclassified or on the boundary, and the "
-                              "measure divides by the squared margin")
-    elif "inverse_margin" in wanted:
-        values["inverse_margin"] = _finite(1.0 / gamma ** 2)
-    seconds["margin"] = time.perf_counter() - t
+    logits, gamma = _margin(model, x, y, run)
+    run.seconds["margin"] = time.perf_counter() - t
+    if not run.wanted - {"inverse_margin"}:
+        return run.result()
 
-    chain_measures = [n for n in names if n != "inverse_margin"]
-    if not chain_measures:
-        return _result(values, reasons, info, seconds)
-
-    # ---- the folded chain
-    dev = model_device(model)
     try:
-        folded = fold_network(model, input_shape=tuple(x.shape[1:]))
-        with torch.no_grad():
-            xn = model.normalize(x.to(dev)).to(torch.float32)
-            k = min(m, 256)
-            z_fold = folded.net.to(dev)(xn[:k].double())
-            folded.net.cpu()
-            diff = float((z_fold - logits[:k].to(dev).double()).abs().max())
-        info["fold"] = {"max_abs_logit_diff": diff, "checked_points": k}
-        scale = max(1.0, float(logits[:k].abs().max()))
-        if not diff <= 1e-3 * scale:
-            raise Unsupported(f"the folded chain's logits differ from the model's by {diff:.3g} (more than "
-                              f"{1e-3 * scale:.3g}): the model is not the chain of its modules")
+        folded, xn = _checked_fold(model, x, logits, run)
     except Unsupported as err:
-        fail(chain_measures, f"unsupported architecture: {err}")
-        return _result(values, reasons, info, seconds)
-
+        run.fail(run.wanted - {"inverse_margin"}, f"unsupported architecture: {err}")
+        return run.result()
     init = None
     if init_state is None:
-        fail(INIT_MEASURES, "no initial weights (init_state is None): the measure compares with the weights at "
-                            "initialisation")
-    elif wanted & {"pacbayes_bound", "pacbayes_mag_bound", "dist_from_init"}:
+        run.fail(INIT_MEASURES, "no initial weights (init_state is None): the measure compares with the weights at "
+                                "initialisation")
+    elif run.wanted & set(INIT_MEASURES):
         init = _load_init(model, init_state, tuple(x.shape[1:]))
 
-    # ---- norms
     t = time.perf_counter()
-    weights = {n: p for n, p in folded.params().items() if n in set(folded.weight_names())}
-    layer_info = []
-    for layer in folded.layers:
-        w = weights[f"{layer.index}.weight"]
-        entry = {"sources": layer.sources, "kind": layer.kind, "input_shape": list(layer.input_shape),
-                 "frobenius_norm": float(w.norm())}
-        if wanted & {"log_prod_spec_over_margin"}:
-            entry["spectral_norm"] = layer_spectral_norm(folded.net[layer.index], layer.input_shape)
-        layer_info.append(entry)
-    info["layers"] = layer_info
-    dist = None
-    if init is not None:
-        w0 = init.params()
-        diffs = {n: weights[n] - w0[n] for n in weights}
-        dist = float(sum(float((d ** 2).sum()) for d in diffs.values()))
-        for entry, layer in zip(layer_info, folded.layers):
-            entry["dist_from_init"] = float((diffs[f"{layer.index}.weight"] ** 2).sum())
-        if "dist_from_init" in wanted:
-            values["dist_from_init"] = _finite(dist)
-    d = len(folded.layers)
-    if gamma > 0:
-        if "path_norm" in wanted or "path_norm_over_margin" in wanted:
-            pn = path_norm(folded)
-            info["path_norm"] = pn
-            if "path_norm_over_margin" in wanted:
-                values["path_norm_over_margin"] = _finite(pn / gamma ** 2)
-        if "log_prod_spec_over_margin" in wanted:
-            specs = [e["spectral_norm"] for e in layer_info]
-            if min(specs) > 0:
-                values["log_prod_spec_over_margin"] = _finite(sum(2 * math.log(s) for s in specs) - 2 * math.log(gamma))
-            else:
-                fail(["log_prod_spec_over_margin"], "a layer's spectral norm is 0 (an all-zero layer)")
-        if "log_sum_frob_over_margin" in wanted:
-            frobs = [e["frobenius_norm"] for e in layer_info]
-            if min(frobs) > 0:
-                values["log_sum_frob_over_margin"] = _finite(
-                    math.log(d) + (sum(2 * math.log(f) for f in frobs) - 2 * math.log(gamma)) / d)
-            else:
-                fail(["log_sum_frob_over_margin"], "a layer's Frobenius norm is 0 (an all-zero layer)")
-    if "path_norm" in wanted:
-        values["path_norm"] = _finite(info.get("path_norm", path_norm(folded)))
-    seconds["norms"] = time.perf_counter() - t
+    diffs = _norm_measures(folded, init, gamma, run)
+    run.seconds["norms"] = time.perf_counter() - t
 
-    # ---- perturbations, on a fixed seeded subset of the training points
-    searches = [f for f in ("pacbayes", "pacbayes_mag", "sharpness") if wanted & set(FAMILIES[f])]
+    searches = [f for f in ("pacbayes", "pacbayes_mag", "sharpness") if run.wanted & set(FAMILIES[f])]
     if not searches:
-        return _result(values, reasons, info, seconds)
+        return run.result()
+    m = int(x.shape[0])
     g = torch.Generator(device="cpu").manual_seed(derive_seed(seed, 1))
     idx = torch.arange(m) if n_points >= m else torch.randperm(m, generator=g)[:n_points].sort().values
+    dev = xn.device
     runner = StackedRunner(folded, xn[idx.to(dev)], y[idx].to(dev), folded.act_per_point)
-    base_err = runner.base_errors()
-    info.update({"n_points": int(idx.numel()), "mc_draws": mc_draws, "sharpness_restarts": sharpness_restarts,
-                 "ascent_steps": ascent_steps, "ascent_batch": ascent_batch, "mag_eps": mag_eps, "base_accuracy": 1.0 - base_err,
-                 "perturbed_parameters": "every weight and bias of the folded chain"})
-    w_vec = torch.cat([weights[n].reshape(-1) for n in folded.weight_names()])
-    d_vec = None if init is None else torch.cat([diffs[n].reshape(-1) for n in folded.weight_names()])
-
+    run.info.update({"n_points": int(idx.numel()), "mc_draws": mc_draws, "sharpness_restarts": sharpness_restarts,
+                     "ascent_steps": ascent_steps, "ascent_batch": ascent_batch, "mag_eps": mag_eps,
+                     "base_accuracy": 1.0 - runner.base_errors(),
+                     "perturbed_parameters": "every weight and bias of the folded chain"})
+    d_vec = None if diffs is None else torch.cat([diffs[n].reshape(-1) for n in folded.weight_names()])
     for family in searches:
         t = time.perf_counter()
         if family == "sharpness":
-            f = error_rise_fn(runner, restarts=sharpness_restarts, steps=ascent_steps, batch=ascent_batch,
-                              seed=derive_seed(seed, 4), target=target, tol=tolerance)
-            res = log_bisection(f, target=target, tol=tolerance, start=START["alpha"])
-            info["alpha"] = {**res.as_info(), "restarts_used": list(f.restarts_used)}
-            if res.converged:
-                values["mag_sharpness"] = _finite(1.0 / res.scale ** 2)
-            else:
-                fail(["mag_sharpness"], _not_converged("alpha'", res, target, tolerance, "error rise"))
+            _sharpness(runner, run, restarts=sharpness_restarts, steps=ascent_steps, batch=ascent_batch,
+                       target=target, tol=tolerance)
         else:
-            mag = family == "pacbayes_mag"
-            f = accuracy_drop_fn(runner, draws=mc_draws, seed=derive_seed(seed, 3 if mag else 2), magnitude=mag,
-                                 eps=mag_eps, reference=reference_sigma, target=target, tol=tolerance,
-                                 chunk=None if reference_sigma else DRAW_CHUNK)
-            if reference_sigma:
-                res = reference_bisection(f, target=target, tol=tolerance)
+            _flatness(runner, run, d_vec, magnitude=family == "pacbayes_mag", draws=mc_draws, eps=mag_eps,
+                      reference=reference_sigma, target=target, tol=tolerance)
+        run.seconds[family] = time.perf_counter() - t
+    return run.result()
+
+
+class _Run:
+    """Values, reasons, info and timings of one call."""
+
+    def __init__(self, names, m, seed) -> None:
+        self.wanted = set(names)
+        self.values: dict[str, float | None] = {n: None for n in names}
+        self.reasons: dict[str, str] = {}
+        self.seconds: dict[str, float] = {}
+        self.info: dict = {"n_train": int(m), "seed": int(seed)}
+        self.seed = int(seed)
+
+    def set(self, name: str, value: float) -> None:
+        if name in self.wanted:
+            if value is not None and math.isfinite(value):
+                self.values[name] = float(value)
             else:
-                res = log_bisection(f, target=target, tol=tolerance, start=START["mag_sigma" if mag else "sigma"])
-            key, flat, bound = (("mag_sigma", "pacbayes_mag_flatness", "pacbayes_mag_bound") if mag else
-                                ("sigma", "pacbayes_flatness", "pacbayes_bound"))
-            info[key] = {**res.as_info(), "draws_used": list(f.draws_used)}
-            if not res.converged or not res.scale > 0:
-                fail([flat, bound], _not_converged(key.replace("_", " ") + "'", res, target, tolerance,
-                                                   "accuracy drop"))
-            else:
-                s = res.scale
-                if flat in wanted:
-                    values[flat] = _finite(1.0 / s ** 2)
-                if bound in wanted and d_vec is not None:
-                    if mag:
-                        omega = d_vec.numel()
-                        num = mag_eps ** 2 + (s ** 2 + 1) * float((d_vec ** 2).sum()) / omega
-                        den = mag_eps ** 2 + s ** 2 * d_vec ** 2
-                        values[bound] = _finite(0.25 * float(torch.log(num / den).sum()) + math.log(m / s) + 10)
-                    else:
-                        values[bound] = _finite(dist / (4 * s ** 2) + math.log(m / s) + 10)
-        seconds[family] = time.perf_counter() - t
-    info["n_weights"] = int(w_vec.numel())
-    return _result(values, reasons, info, seconds)
+                self.fail([name], f"not finite ({value})")
+
+    def fail(self, names, reason: str) -> None:
+        for n in names:
+            if n in self.wanted and self.values.get(n) is None and n not in self.reasons:
+                self.reasons[n] = reason
+
+    def result(self) -> dict:
+        self.info["reasons"] = {n: self.reasons.get(n, "not computed") for n in self.values if self.values[n] is None}
+        self.info["seconds"] = self.seconds
+        return {"values": self.values, "info": self.info}
+
+
+def _margin(model, x, y, run: _Run) -> tuple[torch.Tensor, float]:
+    """Logits of every training point (eval mode) and their margin: ``train_margin_p10`` of evaluate.measures."""
+    _, logits = extract(model, x)
+    gamma = float(torch.quantile(output_margin(logits.double(), y.to(logits.device)), 0.1))
+    run.info["margin"] = gamma
+    run.info["margin_definition"] = ("10th percentile over all training points of the true logit minus the largest "
+                                     "other logit (train_margin_p10), from the model's eval-mode logits")
+    if gamma <= 0:
+        run.fail(MARGIN_MEASURES, f"the margin (10th percentile of true minus largest other logit) is {gamma:.4g} "
+                                  "<= 0: more than 10% of training points are misclassified or on the boundary, and "
+                                  "the measure divides by the squared margin")
+    else:
+        run.set("inverse_margin", 1.0 / gamma ** 2)
+    return logits, gamma
+
+
+def _checked_fold(model, x, logits, run: _Run) -> tuple[FoldedNetwork, torch.Tensor]:
+    """The folded chain and the normalised inputs; Unsupported unless the chain reproduces the model's logits."""
+    dev = model_device(model)
+    folded = fold_network(model, input_shape=tuple(x.shape[1:]))
+    k = min(x.shape[0], 256)
+    with torch.no_grad():
+        xn = model.normalize(x.to(dev)).to(torch.float32)
+        z = torch.func.functional_call(folded.net, {n: p.to(dev) for n, p in folded.net.named_parameters()},
+                                       (xn[:k].double(),))
+        diff = float((z - logits[:k].to(dev).double()).abs().max())
+    scale = max(1.0, float(logits[:k].abs().max()))
+    run.info["fold"] = {"max_abs_logit_diff": diff, "checked_points": k}
+    if not diff <= 1e-3 * scale:
+        raise Unsupported(f"the folded chain's logits differ from the model's by {diff:.3g} (more than "
+                          f"{1e-3 * scale:.3g}): the model is not the chain of its modules")
+    return folded, xn
+
+
+def _norm_measures(folded: FoldedNetwork, init: FoldedNetwork | None, gamma: float,
+                   run: _Run) -> dict[str, torch.Tensor] | None:
+    """Path norm, spectral and Frobenius norms over the margin, distance from initialisation (float64).
+
+    Returns the weight differences from initialisation by name (None without initial weights)."""
+    params = folded.params()
+    names = folded.weight_names()
+    layers = []
+    for layer, name in zip(folded.layers, names):
+        entry = {"sources": layer.sources, "kind": layer.kind, "input_shape": list(layer.input_shape),
+                 "frobenius_norm": float(params[name].norm())}
+        if "log_prod_spec_over_margin" in run.wanted:
+            entry["spectral_norm"] = layer_spectral_norm(folded.net[layer.index], layer.input_shape)
+        layers.append(entry)
+    run.info["layers"] = layers
+    diffs = None
+    if init is not None:
+        w0 = init.params()
+        diffs = {n: params[n] - w0[n] for n in names}
+        for entry, n in zip(layers, names):
+            entry["dist_from_init"] = float((diffs[n] ** 2).sum())
+        run.info["dist_from_init"] = sum(e["dist_from_init"] for e in layers)
+        run.set("dist_from_init", run.info["dist_from_init"])
+    if run.wanted & {"path_norm", "path_norm_over_margin"}:
+        run.info["path_norm"] = path_norm(folded)
+        run.set("path_norm", run.info["path_norm"])
+    if gamma <= 0:
+        return diffs
+    run.set("path_norm_over_margin", run.info.get("path_norm", math.nan) / gamma ** 2)
+    d = len(layers)
+    if "log_prod_spec_over_margin" in run.wanted:
+        specs = [e["spectral_norm"] for e in layers]
+        if min(specs) > 0:
+            run.set("log_prod_spec_over_margin", sum(2 * math.log(v) for v in specs) - 2 * math.log(gamma))
+        else:
+            run.fail(["log_prod_spec_over_margin"], "a layer's spectral norm is 0 (an all-zero layer)")
+    frobs = [e["frobenius_norm"] for e in layers]
+    if min(frobs) > 0:
+        run.set("log_sum_frob_over_margin",
+                math.log(d) + (sum(2 * math.log(v) for v in frobs) - 2 * math.log(gamma)) / d)
+    else:
+        run.fail(["log_sum_frob_over_margin"], "a layer's Frobenius norm is 0 (an all-zero layer)")
+    return diffs
+
+
+def _flatness(runner: StackedRunner, run: _Run, d_vec: torch.Tensor | None, *, magnitude: bool, draws: int,
+              eps: float, reference: bool, target: float, tol: float) -> None:
+    """sigma' (or sigma'_m), its flatness 1/sigma'^2 and its PAC-Bayes bound from the initial weights."""
+    key, flat, bound = (("mag_sigma", "pacbayes_mag_flatness", "pacbayes_mag_bound") if magnitude else
+                        ("sigma", "pacbayes_flatness", "pacbayes_bound"))
+    f = accuracy_drop_fn(runner, draws=draws, seed=derive_seed(run.seed, 3 if magnitude else 2), magnitude=magnitude,
+                         eps=eps, reference=reference, target=target, tol=tol, chunk=None if reference else DRAW_CHUNK)
+    if reference:
+        res = reference_bisection(f, target=target, tol=tol)
+    else:
+        res = log_bisection(f, target=target, tol=tol, start=START[key], factor=BRACKET_FACTOR)
+    run.info[key] = {**res.as_info(), "draws_used": list(f.draws_used)}
+    if not res.converged or not res.scale > 0:
+        run.fail([flat, bound], _not_converged(key.replace("_", " ") + "'", res, target, tol, "accuracy drop"))
+        return
+    s, m = res.scale, run.info["n_train"]
+    run.set(flat, 1.0 / s ** 2)
+    if d_vec is None or bound not in run.wanted:
+        return
+    if magnitude:  # Jiang et al. eq. 56 (the reference's _pacbayes_mag_bound(dist_w_vec))
+        omega = d_vec.numel()
+        num = eps ** 2 + (s ** 2 + 1) * float((d_vec ** 2).sum()) / omega
+        run.set(bound, 0.25 * float(torch.log(num / (eps ** 2 + s ** 2 * d_vec ** 2)).sum()) + math.log(m / s) + 10)
+    else:  # Jiang et al. eq. 48
+        run.set(bound, float((d_vec ** 2).sum()) / (4 * s ** 2) + math.log(m / s) + 10)
+
+
+def _sharpness(runner: StackedRunner, run: _Run, *, restarts: int, steps: int, batch: int, target: float,
+               tol: float) -> None:
+    """alpha' of the magnitude-aware box and the sharpness 1/alpha'^2."""
+    f = error_rise_fn(runner, restarts=restarts, steps=steps, batch=batch, seed=derive_seed(run.seed, 4),
+                      target=target, tol=tol)
+    res = log_bisection(f, target=target, tol=tol, start=START["alpha"], factor=BRACKET_FACTOR)
+    run.info["alpha"] = {**res.as_info(), "restarts_used": list(f.restarts_used)}
+    if res.converged:
+        run.set("mag_sharpness", 1.0 / res.scale ** 2)
+    else:
+        run.fail(["mag_sharpness"], _not_converged("alpha'", res, target, tol, "error rise"))
 
 
 def _not_converged(what, res, target, tol, change) -> str:
     return (f"the {what} search did not reach an {change} of {target} +- {tol} in {len(res.history)} evaluations "
             f"(last scale {res.scale:.4g}: {change} {res.achieved:.4f}): training accuracy too close to chance, or the "
             f"{change} jumps across the window between two nearby scales (the search's history is in info)")
-
-
-def _result(values, reasons, info, seconds) -> dict:
-    for n, v in values.items():
-        if v is None and n not in reasons:
-            reasons[n] = "not finite"
-    info["reasons"] = {n: reasons[n] for n in values if values[n] is None}
-    info["seconds"] = seconds
-    return {"values": values, "info": info}

@@ -78,49 +78,65 @@ def crossing(history: list[tuple[float, float]], target: float, accepted: float)
     return math.exp(math.log(lo) + t * (math.log(hi) - math.log(lo)))
 
 
-def log_bisection(f: Callable[[float], tuple[float, float]], *, target: float, tol: float, start: float,
+def log_bisection(f: Callable[..., tuple[float, float, bool]], *, target: float, tol: float, start: float,
                   factor: float = 8.0, limits: tuple[float, float] = (1e-7, 1e3), max_evals: int = 30,
                   min_ratio: float = 1e-3) -> SearchResult:
     """Bisection in log scale for ``f(x) = target ± tol``, ``f`` non-decreasing in ``x > 0``.
 
-    From ``start``, multiply or divide by ``factor`` until the target is bracketed, then evaluate the geometric
-    mean of the bracket until one value lands within ``tol``; the result's ``scale`` is then where the changes
-    evaluated cross the target (:func:`crossing`), its ``bisection`` the point that landed. Not converged: after ``max_evals`` evaluations,
-    when the bracket leaves ``limits``, or when it narrows below a ratio of ``1 + min_ratio`` (``f`` jumps
-    across the whole tolerance window there, e.g. one weight's noise flips many points at once).
+    ``f(x, full=False) -> (change, its standard error, complete)``; ``complete`` is False when ``f`` decided the
+    side of the target from part of its draws (a value within ``tol`` is always complete). From ``start``,
+    multiply or divide by ``factor`` until the target is bracketed, then evaluate the geometric mean of the
+    bracket until one value lands within ``tol``; the result's ``scale`` is then where the evaluated changes
+    cross the target (:func:`crossing`; a partial mean is an unbiased estimate from fewer draws), its
+    ``bisection`` the point that landed. When the bracket narrows below a
+    ratio of ``1 + min_ratio`` at an endpoint decided from part of the draws, that endpoint is evaluated again
+    with every draw (a partial decision may have been wrong) and so is every later point, the other partial
+    points leaving the bracket: with common random numbers the same first draws decide at every scale, so one
+    misleading subset would mislead again. Not
+    converged: after ``max_evals`` evaluations, when the bracket leaves ``limits``, or when it narrows at
+    complete endpoints (``f`` jumps across the whole window there, e.g. one weight's noise flips many points).
     """
+    pts: dict[float, tuple[float, float, bool]] = {}
     hist: list[tuple[float, float]] = []
 
-    def ev(x):
-        d, se = f(x)
+    def ev(x: float, full: bool = False) -> float:
+        d, se, complete = f(x, full=full)
+        pts[x] = (float(d), float(se), bool(complete))
         hist.append((float(x), float(d)))
-        return d, se
+        return d
+
+    def result(x: float, ok: bool) -> SearchResult:
+        d, se, _ = pts[x]
+        latest = sorted((p, v[0]) for p, v in pts.items())
+        return SearchResult(x, d, se, ok, hist, scale=crossing(latest, target, x) if ok else x)
 
     x = start
-    d, se = ev(x)
-    lo = hi = None
-    while abs(d - target) > tol and len(hist) < max_evals:
-        if d < target:
-            lo = x
-        else:
-            hi = x
-        if hi is None:
-            x = lo * factor
-        elif lo is None:
-            x = hi / factor
-        else:
-            if hi / lo < 1 + min_ratio:
-                break
-            x = math.sqrt(lo * hi)
+    d = ev(x)
+    full = False
+    while abs(d - target) > tol:
+        if len(hist) >= max_evals:
+            return result(x, False)
+        below = [p for p, v in pts.items() if v[0] < target]
+        above = [p for p, v in pts.items() if v[0] > target]
+        lo, hi = (max(below) if below else None), (min(above) if above else None)
+        if lo is not None and hi is not None and hi / lo < 1 + min_ratio:
+            partial = [p for p in (lo, hi) if not pts[p][2]]
+            if not partial:
+                return result(x, False)
+            full = True  # from now on every draw, and no partial point bounds the bracket
+            for p in [p for p, v in pts.items() if not v[2]]:
+                del pts[p]
+            x = partial[0]
+            d = ev(x, full=True)
+            continue
+        x = lo * factor if hi is None else hi / factor if lo is None else math.sqrt(lo * hi)
         if not limits[0] <= x <= limits[1]:
-            return SearchResult(hist[-1][0], d, se, False, hist)
-        d, se = ev(x)
-    ok = abs(d - target) <= tol
-    last = hist[-1][0]
-    return SearchResult(last, d, se, ok, hist, scale=crossing(hist, target, last) if ok else last)
+            return result(hist[-1][0], False)
+        d = ev(x, full=full)
+    return result(x, True)
 
 
-def reference_bisection(f: Callable[[float], tuple[float, float]], *, target: float, tol: float,
+def reference_bisection(f: Callable[..., tuple[float, float, bool]], *, target: float, tol: float,
                         upper: float = 2.0, depth: int = 15) -> SearchResult:
     """The reference's search (``_pacbayes_sigma``): plain bisection of [0, ``upper``] for ``depth`` steps,
     stopping when |f - target| < tol, returning the last midpoint whether or not it converged."""
@@ -129,7 +145,7 @@ def reference_bisection(f: Callable[[float], tuple[float, float]], *, target: fl
     x, d, se = upper / 2, float("nan"), float("nan")
     for _ in range(depth):
         x = (lo + hi) / 2
-        d, se = f(x)
+        d, se, _ = f(x, full=True)
         hist.append((float(x), float(d)))
         if abs(d - target) < tol:
             break
@@ -239,8 +255,9 @@ def noise_std(w: torch.Tensor, sigma: float, *, magnitude: bool, eps: float, ref
 
 def accuracy_drop_fn(runner: StackedRunner, *, draws: int, seed: int, magnitude: bool, eps: float,
                      reference: bool, target: float, tol: float, chunk: int | None = None,
-                     z: float = 3.0, sd_floor: float = 0.02) -> Callable[[float], tuple[float, float]]:
-    """``f(sigma) -> (mean accuracy drop, its Monte Carlo standard error)`` over ``draws`` noisy copies.
+                     z: float = 3.0, sd_floor: float = 0.05) -> Callable[..., tuple[float, float, bool]]:
+    """``f(sigma, full=False) -> (mean accuracy drop, its Monte Carlo standard error, complete)`` over ``draws``
+    noisy copies.
 
     The drop is the unperturbed chain's accuracy on the points minus each copy's (the reference takes the
     absolute difference). Directions are common random numbers: the same ``draws`` standard normal vectors at
@@ -248,9 +265,11 @@ def accuracy_drop_fn(runner: StackedRunner, *, draws: int, seed: int, magnitude:
 
     Sequential decision: the copies run in chunks of ``chunk``; after a chunk, when the mean so far is further
     from ``target`` than ``tol + z * SE`` (SE from the draws so far, their standard deviation floored at
-    ``sd_floor``), the remaining draws are skipped: the search only needs to know on which side of the target
-    that sigma lies. A value within ``tol`` of the target therefore always uses every draw. ``chunk=None``
-    evaluates every draw at every sigma (as the reference does). ``f.draws_used`` lists the draws each call used.
+    ``sd_floor``: four draws can agree by chance), the remaining draws are skipped and ``complete`` is False:
+    the search only needs to know on which side of the target that sigma lies, and re-evaluates with
+    ``full=True`` where such a decision leads it into a dead end. A value within ``tol`` of the target
+    therefore always uses every draw. ``chunk=None`` evaluates every draw at every sigma (as the reference
+    does). ``f.draws_used`` lists the draws each call used.
     """
     base_err = runner.base_errors()
     w = runner.params
@@ -263,7 +282,7 @@ def accuracy_drop_fn(runner: StackedRunner, *, draws: int, seed: int, magnitude:
             return {k: v[c0:c0 + c] for k, v in cached.items()}
         return _draws(w, c, derive_seed(seed, c0), "normal")
 
-    def f(sigma: float) -> tuple[float, float]:
+    def f(sigma: float, full: bool = False) -> tuple[float, float, bool]:
         drops = torch.empty(0, dtype=torch.float64, device=next(iter(w.values())).device)
         for c0 in range(0, draws, chunk):
             c = min(chunk, draws - c0)
@@ -273,14 +292,14 @@ def accuracy_drop_fn(runner: StackedRunner, *, draws: int, seed: int, magnitude:
             d = runner.errors(stacked) - base_err  # accuracy drop = error rise
             drops = torch.cat([drops, d.abs() if reference else d])
             n = drops.numel()
-            if n < draws:
+            if n < draws and not full:
                 sd = max(float(drops.std(unbiased=True)) if n > 1 else 0.0, sd_floor)
                 if abs(float(drops.mean()) - target) > tol + z * sd / math.sqrt(n):
                     break
         n = drops.numel()
         used.append(n)
         se = float(drops.std(unbiased=True)) / math.sqrt(n) if n > 1 else float("nan")
-        return float(drops.mean()), se
+        return float(drops.mean()), se, n == draws
 
     f.base_error = base_err
     f.draws_used = used
@@ -288,8 +307,8 @@ def accuracy_drop_fn(runner: StackedRunner, *, draws: int, seed: int, magnitude:
 
 
 def error_rise_fn(runner: StackedRunner, *, restarts: int, steps: int, batch: int, seed: int,
-                  target: float, tol: float, step_scale: float = 2.5) -> Callable[[float], tuple[float, float]]:
-    """``f(alpha) -> (largest error rise found, its spread)`` in the box |dw_i| <= alpha |w_i|.
+                  target: float, tol: float, step_scale: float = 2.5) -> Callable[..., tuple[float, float, bool]]:
+    """``f(alpha, full=False) -> (largest error rise found, its spread, True)`` in the box |dw_i| <= alpha |w_i|.
 
     Each of ``restarts`` copies starts at a uniform random point of the box (common random numbers across
     alphas) and takes ``steps`` signed-gradient *ascent* steps on the mean cross-entropy of a minibatch of
@@ -301,7 +320,8 @@ def error_rise_fn(runner: StackedRunner, *, restarts: int, steps: int, batch: in
 
     Sequential decision: the first restart runs alone; when it already raises the error by more than
     ``target + tol``, the largest rise is above the window whatever the others find, and they are skipped
-    (``f.restarts_used`` lists how many ran). A value within the window always uses every restart.
+    (``f.restarts_used`` lists how many ran): an exact decision, so the result is always complete. A value
+    within the window always uses every restart.
     """
     base_err = runner.base_errors()
     w = runner.params
@@ -322,14 +342,14 @@ def error_rise_fn(runner: StackedRunner, *, restarts: int, steps: int, batch: in
                      for k in w}
         return runner.errors({k: w[k] + delta[k] for k in w}) - base_err
 
-    def f(alpha: float) -> tuple[float, float]:
+    def f(alpha: float, full: bool = False) -> tuple[float, float, bool]:
         r = {k: alpha * absw[k] for k in w}
         rise = ascend(r, {k: v[:1] for k, v in u.items()})
-        if restarts > 1 and float(rise.max()) <= target + tol:
+        if restarts > 1 and (full or float(rise.max()) <= target + tol):
             rise = torch.cat([rise, ascend(r, {k: v[1:] for k, v in u.items()})])
         used.append(rise.numel())
         spread = float(rise.std(unbiased=True)) / math.sqrt(rise.numel()) if rise.numel() > 1 else float("nan")
-        return float(rise.max()), spread
+        return float(rise.max()), spread, True
 
     f.base_error = base_err
     f.restarts_used = used
