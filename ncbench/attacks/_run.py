@@ -17,7 +17,7 @@ from ._adapters import DECISION_RTOL, Autocast, StableArgmax, as_inputs
 from ._adapters import perturbation_size as _size
 from ._config import ATTACKS, AttackConfig, JobContext
 from ._library import min_perturbation_fab
-from ._seeding import CHUNK, preserved_global_rng
+from ._seeding import chunks_of, preserved_global_rng
 
 
 class _InFormat(nn.Module):
@@ -69,9 +69,8 @@ def _batches(idx: torch.Tensor, cfg: AttackConfig):
     """The batches an attack sees: ``batch_size`` points at a time, or one fixed chunk of positions at a time
     for an attack whose randomness is shared by its batch (``chunked``)."""
     if getattr(ATTACKS.get(cfg.name), "chunked", False):
-        chunk = torch.div(idx, CHUNK, rounding_mode="floor")
-        for c in chunk.unique().tolist():
-            yield idx[chunk == c]
+        for _, positions in chunks_of(idx):
+            yield positions
     else:
         for i in range(0, idx.numel(), cfg.batch_size):
             yield idx[i:i + cfg.batch_size]
