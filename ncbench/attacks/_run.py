@@ -120,8 +120,9 @@ def robustness_curve(model: nn.Module, x, y, cfg: AttackConfig, *, seed: int = 0
 
     One job, one result (docs/attacks.md): every random number is derived from ``seed``, the attack, its
     settings, the budget and each point's position (``_seeding``), and torch's global random state is restored
-    after; every correct/fooled decision goes through one rule (``_adapters.StableArgmax``), so neither the
-    batch size nor what ran earlier changes a point's result.
+    after; every correct/fooled decision goes through one rule (``_adapters.StableArgmax``), so what ran
+    earlier never changes a point's result, and the batch size only through float rounding of an attack's
+    trajectory (docs/attacks.md, "The decision rule").
 
     Returns a dict with ``name``, ``norm``, ``label`` (what ran, in words), ``params`` (the attack's own
     settings), ``eps``/``eps_labels``, ``clean_accuracy``, ``curve`` (per eps: ``robust_accuracy``,
