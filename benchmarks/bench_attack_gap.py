@@ -99,8 +99,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     budgets, variants = parse_budgets(args.budgets), parse_variants(args.variants)
-    print(f"# torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}, "
-          f"load {os.getloadavg()[0]:.2f}; {args.n_points} points per model; seed {args.seed}")
+    cpu = platform.processor() or platform.machine()
+    print(f"# torch {torch.__version__}, {torch.get_num_threads()} threads, {cpu}, load {os.getloadavg()[0]:.2f}; "
+          f"{args.n_points} points per model; seed {args.seed}")
     names = ["autoattack"] + [f"apgd-{s}x{t}" for s, t in variants] + ["pgd-20"]
     header = f"{'model':<40} {'norm':<5} {'eps':>6} {'clean':>6} " + " ".join(f"{n:>12}" for n in names)
     print(header + "   (robust accuracy in points; CPU seconds)", flush=True)

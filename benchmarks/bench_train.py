@@ -1,7 +1,20 @@
-"""Training throughput: ncbench's loop against a plain PyTorch loop with a DataLoader (MNIST-1D CNN), and the
-2-D CNN in contiguous against channels_last memory format (what ncbench uses for 2-D convolutions).
+"""Training throughput: ncbench's loop against a plain PyTorch loop with a DataLoader (MNIST-1D CNN), the
+2-D CNN in contiguous against channels_last memory format (what ncbench uses for 2-D convolutions), and the
+cost of each training recipe relative to standard training.
 
     python benchmarks/bench_train.py [--epochs 5] [--repeats 3] [--cnn2d-batches 30]
+    python benchmarks/bench_train.py --recipes [--recipe-epochs 3] [--repeats 3] [--threads 1]
+
+``--recipes`` (only that part): per model of the committed grids (MNIST-1D cnn1d with 8, 16 and 32 channels;
+the digits MLP, width 256, depth 3) and per recipe (AdamW; dropout 0.3; shift or crop_flip augmentation;
+FGSM-RS; PGD-AT with 10 steps; TRADES with 10 steps; adversarial ones at Linf 0.01 on MNIST-1D and 0.05 on
+digits), the time of one training epoch of ``ncbench.train.train`` (its per-epoch train-accuracy pass
+included; from the callback times of epochs 2..E, so set-up is left out): this process's CPU time (with
+--threads 1 the measure that other work on a shared machine disturbs least) and wall time, medians of
+--repeats, each printed as a ratio to standard training (SGD, no augmentation) of the same model measured in
+the same run, the recipes timed in turn. The one-off robust-training-accuracy measurement at the end of
+adversarial training (PGD-10 on 1,000 training points) is printed separately, in CPU time of epochs of
+standard training.
 
 Both train the same model (cnn1d, fresh from the same seed) with the same SGD settings and batch size 128
 for --epochs epochs on the 4000 MNIST-1D training samples, on the CPU.
@@ -109,12 +122,82 @@ def cnn2d_formats(batches: int, repeats: int) -> None:
         print(f"{what:<18}{a:>14.0f}{b:>17.0f}{b / a:>8.2f}")
 
 
+#: the recipes timed by --recipes: (label, TrainConfig overrides, model-argument overrides); adv_eps is the
+#: dataset's
+RECIPES = [("standard (SGD)", {}, {}), ("AdamW", {"optimizer": "adamw", "lr": 1e-3}, {}),
+           ("dropout 0.3", {}, {"dropout": 0.3}), ("augment", {"augment": "auto"}, {}),
+           ("FGSM-RS", {"adversarial": "fgsm_rs"}, {}), ("PGD-AT, 10 steps", {"adversarial": "pgd", "adv_steps": 10}, {}),
+           ("TRADES, 10 steps", {"adversarial": "trades", "adv_steps": 10}, {})]
+MODELS = [("mnist1d", "cnn1d", {"channels": 8}), ("mnist1d", "cnn1d", {"channels": 16}),
+          ("mnist1d", "cnn1d", {"channels": 32}), ("digits", "mlp", {"width": 256, "depth": 3})]
+ADV_EPS = {"mnist1d": 0.01, "digits": 0.05}
+
+
+def time_recipe(ds, arch: str, model_args: dict, recipe: dict, epochs: int) -> dict:
+    """Per training epoch (epochs 2..E, from the callback times, so set-up is left out): wall seconds and this
+    process's CPU seconds; and the same after the last epoch (the final robust-accuracy measurement of
+    adversarial training)."""
+    stamps = []
+    torch.manual_seed(0)
+    model = create_model(arch, input_shape=ds.input_shape, num_classes=ds.num_classes, mean=ds.mean, std=ds.std,
+                         **model_args)
+    cfg = TrainConfig(epochs=epochs, batch_size=128, weight_decay=5e-3, schedule="constant", **recipe)
+    train(model, ds.x_train, ds.y_train, cfg, progress=False,
+          callback=lambda *a: stamps.append((time.perf_counter(), time.process_time())))
+    end = (time.perf_counter(), time.process_time())
+    return {"wall": (stamps[-1][0] - stamps[0][0]) / (epochs - 1), "cpu": (stamps[-1][1] - stamps[0][1]) / (epochs - 1),
+            "tail_cpu": end[1] - stamps[-1][1]}
+
+
+def recipes(epochs: int, repeats: int) -> None:
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s); per training epoch: CPU seconds of this "
+          f"process (with one thread, what other work on the machine changes least) and wall seconds, medians of "
+          f"{repeats}; ratios to standard training of the same model in this run")
+    for dataset, arch, margs in MODELS:
+        ds = load_dataset(dataset)
+        runs = []
+        for label, over, mover in RECIPES:
+            over = dict(over)
+            if over.get("augment") == "auto":
+                over["augment"] = "shift" if len(ds.input_shape) == 2 else "crop_flip"
+                label = f"augment {over['augment']}"
+            if "adversarial" in over:
+                over["adv_eps"] = ADV_EPS[dataset]
+            runs.append((label, over, {**margs, **mover}))
+        time_recipe(ds, arch, margs, {}, 2)  # warm-up
+        rows = {label: [] for label, _, _ in runs}
+        for _ in range(repeats):
+            for label, over, m in runs:  # in turn: a load change hits every recipe alike
+                rows[label].append(time_recipe(ds, arch, m, over, epochs))
+
+        def med(label, key):
+            return statistics.median(r[key] for r in rows[label])
+
+        base_cpu, base_wall = med(runs[0][0], "cpu"), med(runs[0][0], "wall")
+        name = f"{dataset} {arch} " + ", ".join(f"{k} {v}" for k, v in margs.items())
+        print(f"\n{name}: {ds.x_train.shape[0]} training points, batch 128")
+        print(f"{'recipe':<20}{'CPU s/epoch':>12}{'ratio':>7}{'wall s/epoch':>14}{'ratio':>7}{'final PGD-10 (epochs)':>23}")
+        for label, over, _ in runs:
+            cpu, wall = med(label, "cpu"), med(label, "wall")
+            tail = f"{med(label, 'tail_cpu') / base_cpu:.2f}" if "adversarial" in over else ""
+            print(f"{label:<20}{cpu:>12.3f}{cpu / base_cpu:>7.2f}{wall:>14.3f}{wall / base_wall:>7.2f}{tail:>23}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--cnn2d-batches", type=int, default=30, help="batches of 128 per cnn2d training pass")
+    ap.add_argument("--recipes", action="store_true", help="time the training recipes against standard training")
+    ap.add_argument("--recipe-epochs", type=int, default=3, help="epochs per timed run of --recipes (>= 2)")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's; 1 with "
+                                                              "--recipes, where CPU time then measures the work)")
     args = ap.parse_args()
+    if args.threads or args.recipes:
+        torch.set_num_threads(args.threads or 1)
+    if args.recipes:
+        recipes(max(2, args.recipe_epochs), args.repeats)
+        return
     ds = load_dataset("mnist1d")
     n = ds.x_train.shape[0] * args.epochs
     plain(ds, 1), ours(ds, 1)  # warm-up

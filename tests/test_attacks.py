@@ -496,6 +496,8 @@ def test_a_point_on_a_tie_is_decided_the_same_in_every_batch():
     outs = [run(model, x, y, eps=(0.0, 0.01), steps=5, batch_size=bs) for bs in (9, 10, 63, 64)]
     assert all(o["first_fooled_eps"] == outs[0]["first_fooled_eps"] for o in outs)
     assert all(o["clean_accuracy"] == outs[0]["clean_accuracy"] for o in outs)
+    # PGD's early stops, the count at each eps and the differently batched recount all decided alike
+    assert all(o["reliable"] for o in outs), [o["unreliable_reasons"] for o in outs]
 
 
 def test_the_same_job_twice_in_one_process_gives_the_same_result(digits_model, digits):

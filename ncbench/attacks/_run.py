@@ -17,7 +17,7 @@ from ._adapters import DECISION_RTOL, Autocast, StableArgmax, as_inputs
 from ._adapters import perturbation_size as _size
 from ._config import ATTACKS, AttackConfig, JobContext
 from ._library import min_perturbation_fab
-from ._seeding import CHUNK, preserved_global_rng
+from ._seeding import chunks_of, preserved_global_rng
 
 
 class _InFormat(nn.Module):
@@ -69,9 +69,8 @@ def _batches(idx: torch.Tensor, cfg: AttackConfig):
     """The batches an attack sees: ``batch_size`` points at a time, or one fixed chunk of positions at a time
     for an attack whose randomness is shared by its batch (``chunked``)."""
     if getattr(ATTACKS.get(cfg.name), "chunked", False):
-        chunk = torch.div(idx, CHUNK, rounding_mode="floor")
-        for c in chunk.unique().tolist():
-            yield idx[chunk == c]
+        for _, positions in chunks_of(idx):
+            yield positions
     else:
         for i in range(0, idx.numel(), cfg.batch_size):
             yield idx[i:i + cfg.batch_size]
@@ -121,8 +120,9 @@ def robustness_curve(model: nn.Module, x, y, cfg: AttackConfig, *, seed: int = 0
 
     One job, one result (docs/attacks.md): every random number is derived from ``seed``, the attack, its
     settings, the budget and each point's position (``_seeding``), and torch's global random state is restored
-    after; every correct/fooled decision goes through one rule (``_adapters.StableArgmax``), so neither the
-    batch size nor what ran earlier changes a point's result.
+    after; every correct/fooled decision goes through one rule (``_adapters.StableArgmax``), so what ran
+    earlier never changes a point's result, and the batch size only through float rounding of an attack's
+    trajectory (docs/attacks.md, "The decision rule").
 
     Returns a dict with ``name``, ``norm``, ``label`` (what ran, in words), ``params`` (the attack's own
     settings), ``eps``/``eps_labels``, ``clean_accuracy``, ``curve`` (per eps: ``robust_accuracy``,
