@@ -250,7 +250,8 @@ def cmd_train(args) -> int:
     from .features import model_device, predict
 
     ds, model, trained, _device, _ = prepare(cfg, progress=not args.quiet)
-    path = save_checkpoint(model, out, training=training_metadata(cfg, compute_job_id(cfg)))
+    path = save_checkpoint(model, out, training=training_metadata(cfg, compute_job_id(cfg), trained,
+                                                                  getattr(model, "init_checksum", None)))
     acc = trained.history[-1]["train_accuracy"]
     test_acc = float((predict(model.eval(), ds.x_test) == ds.y_test.to(model_device(model))).double().mean())
     tpt = trained.terminal_phase_epoch

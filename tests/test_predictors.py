@@ -164,3 +164,38 @@ def test_reused_model_gives_the_same_record_and_rerun_trains_again(tmp_path, mon
     assert calls == [] and third["provenance"]["model"]["checksum"] == first["provenance"]["model"]["checksum"]
     run_evaluate(cfg, progress=False, model_dir=tmp_path, rerun=True)
     assert calls == [1]  # --rerun trains again
+
+
+def test_under_attack_collapse_follows_the_budget(small_job):
+    # catches: adversarial examples that ignore the budget (or are the clean inputs): the nearest-clean-mean
+    # accuracy of an undefended model must fall as the budget grows, and at budget 0 the features are the
+    # clean ones (mean shift 0, nc1 around the clean means = nc1)
+    from ncbench.evaluate import adversarial_collapse
+
+    cfg, ds, model = small_job
+    w, b = model.fc.weight.detach(), model.fc.bias.detach()
+    x, y = ds.x_train[:300], ds.y_train[:300]
+    got = {eps: adversarial_collapse(model, x, y, cfg.attack, eps, seed=0, weight=w, bias=b)[0]
+           for eps in (0.0, 0.05, 0.15)}
+    assert got[0.0]["mean_shift"] == pytest.approx(0.0, abs=1e-12)
+    assert got[0.0]["nc1_on_clean_means"] == pytest.approx(got[0.0]["nc1"], rel=1e-9)
+    acc = [got[e]["ncc_accuracy"] for e in (0.0, 0.05, 0.15)]
+    assert acc[0] > acc[1] > acc[2]
+    shift = [got[e]["mean_shift"] for e in (0.0, 0.05, 0.15)]
+    assert shift[0] < shift[1] < shift[2]
+
+
+def test_the_same_job_gives_the_same_adversarial_examples():
+    # catches: examples drawn from the global RNG or a stream shared with earlier attacks
+    from ncbench.attacks import AttackConfig, adversarial_examples, robustness_curve
+
+    cfg = build_config({"dataset": "digits", "model_args": {"width": 16, "depth": 1}, "train": {"epochs": 2},
+                        "collapse_epochs": 0}, device="cpu")
+    ds, model, _, _, _ = prepare(cfg, progress=False)
+    acfg = AttackConfig(name="pgd", eps=(0.0, 0.05), steps=5)
+    a = adversarial_examples(model, ds.x_train[:100], ds.y_train[:100], acfg, 0.05, seed=3)
+    robustness_curve(model, ds.x_test, ds.y_test, AttackConfig(name="pgd", eps=(0.0, 0.1), steps=3), progress=False)
+    torch.rand(5)
+    b = adversarial_examples(model, ds.x_train[:100], ds.y_train[:100], acfg, 0.05, seed=3)
+    assert torch.equal(a, b)
+    assert float((a - ds.x_train[:100]).abs().amax()) <= 0.05 + 1e-6 and not torch.equal(a, ds.x_train[:100])

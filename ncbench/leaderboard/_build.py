@@ -141,6 +141,7 @@ def board_sweep(grid, board, checkpoints: Path, statuses: dict, committed: dict 
     """
     from ..config import build_config
     from ..data import TRAINING_SET_ARGS
+    from ..evaluate import model_file
     from ..identity import compute_job_id
     from ..sweep._grid import Sweep, SweepJob
     from ._submit import board_config
@@ -155,7 +156,7 @@ def board_sweep(grid, board, checkpoints: Path, statuses: dict, committed: dict 
         if statuses.get(job_id) != "done":
             raise InputError(f"cell {job.cell} {job.axes} of sweep {grid.name} is not done (its job "
                              f"{job_id[:16]} is {statuses.get(job_id) or 'not stored'}); run the sweep first")
-        path = checkpoints / f"{job_id}.safetensors"
+        path = model_file(checkpoints, build_config(job.config))  # where the sweep kept the trained model
         if not path.is_file() and (committed or {}).get(job_id) is not None:
             path = committed[job_id]
         if not path.is_file():
