@@ -106,8 +106,8 @@ def generalization_measures(model: torch.nn.Module, x_train: torch.Tensor, y_tra
                             init_state: dict | None = None, seed: int = 0, n_points: int = N_POINTS,
                             mc_draws: int = MC_DRAWS, sharpness_restarts: int = SHARPNESS_RESTARTS,
                             ascent_steps: int = ASCENT_STEPS, ascent_batch: int = ASCENT_BATCH,
-                            target: float = TARGET, tolerance: float = TOLERANCE, mag_eps: float = MAG_EPS, reference_sigma: bool = False,
-                            only: Iterable[str] | None = None) -> dict:
+                            target: float = TARGET, tolerance: float = TOLERANCE, mag_eps: float = MAG_EPS,
+                            reference_sigma: bool = False, only: Iterable[str] | None = None) -> dict:
     """Generalization measures of a trained classifier (Jiang et al. 2020; Dziugaite et al. 2020).
 
     Every measure is a complexity: **higher predicts a larger generalization gap** (worse generalization).
