@@ -98,11 +98,14 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.adv_eps is not None and not isinstance(self.adv_eps, bool):
-            object.__setattr__(self, "adv_eps", canonical_eps(self.adv_eps))  # 8/255 and 0.0313725... are one budget
+            try:  # 8/255 and 0.0313725... are one budget
+                object.__setattr__(self, "adv_eps", canonical_eps(self.adv_eps))
+            except InputError as err:
+                raise InputError(f"train.adv_eps: {err}") from None
         coerce_dataclass(self, "train")
         object.__setattr__(self, "milestones", tuple(coerce_value(m, "float", "train.milestones")
                                                      for m in self.milestones))
-        if isinstance(self.betas, (str, int, float)) or len(tuple(self.betas)) != 2:
+        if not isinstance(self.betas, (list, tuple)) or len(self.betas) != 2:
             raise InputError(f"train.betas must be two numbers, e.g. [0.9, 0.999]; got {self.betas!r}")
         object.__setattr__(self, "betas", tuple(coerce_value(b, "float", "train.betas") for b in self.betas))
         if self.epochs < 1 or self.batch_size < 1:

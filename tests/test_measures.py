@@ -455,6 +455,18 @@ def test_model_global_rng_and_determinism(digits, digits_model):
         c["values"]["pacbayes_flatness"] != a["values"]["pacbayes_flatness"]
 
 
+def test_info_is_strict_json():
+    # Catches a NaN (e.g. the spread of a single sharpness restart) or a tensor left in the info that records
+    # carry: ncbench._io.dumps refuses both.
+    from ncbench._io import dumps
+
+    model = _mlp()
+    x, y = _self_labelled(model)
+    out = generalization_measures(model, x, y, init_state=model.state_dict(), sharpness_restarts=1, **FAST)
+    assert out["info"]["alpha"]["se"] is None
+    assert b'"pacbayes_flatness"' in dumps(out)
+
+
 def test_non_positive_margin_gives_none_for_the_margin_measures():
     # Catches dividing by a negative or zero margin (or its absolute value, as the reference does).
     model = _mlp()

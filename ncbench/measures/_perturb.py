@@ -274,13 +274,15 @@ def accuracy_drop_fn(runner: StackedRunner, *, draws: int, seed: int, magnitude:
     base_err = runner.base_errors()
     w = runner.params
     chunk = min(chunk or draws, draws, runner.copy_chunk())
-    cached = _draws(w, draws, seed, "normal") if draws * runner.numel <= MEMORY_FLOATS else None
+    keep = draws * runner.numel <= MEMORY_FLOATS  # else drawn again at every step: the same numbers
+    cache: dict[int, dict[str, torch.Tensor]] = {}
     used: list[int] = []
 
     def directions(c0: int, c: int) -> dict[str, torch.Tensor]:
-        if cached is not None:
-            return {k: v[c0:c0 + c] for k, v in cached.items()}
-        return _draws(w, c, derive_seed(seed, c0), "normal")
+        z = cache.get(c0) or _draws(w, c, derive_seed(seed, c0), "normal")  # draws c0 .. c0+c-1
+        if keep:
+            cache[c0] = z
+        return z
 
     def f(sigma: float, full: bool = False) -> tuple[float, float, bool]:
         drops = torch.empty(0, dtype=torch.float64, device=next(iter(w.values())).device)
