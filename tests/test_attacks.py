@@ -20,6 +20,25 @@ def failed(out):
     return {c["check"].split("@")[0] for c in out["checks"] if not c["passed"]}
 
 
+def _few_classes(digits, classes: int, split: str = "test"):
+    x, y = (digits.x_test, digits.y_test) if split == "test" else (digits.x_train, digits.y_train)
+    keep = y < classes
+    return x[keep], y[keep]
+
+
+@pytest.fixture(scope="module")
+def digits4(digits):
+    """(x_test, y_test, model) on digits 0-3: AutoAttack with 3 targets costs a third of 9 (fast tests)."""
+    from ncbench.models import create_model
+    from ncbench.train import TrainConfig, train
+
+    x, y = _few_classes(digits, 4, "train")
+    torch.manual_seed(0)
+    model = create_model("mlp", input_shape=digits.input_shape, num_classes=4, width=32, depth=1)
+    train(model, x, y, TrainConfig(epochs=5, batch_size=64), progress=False)
+    return (*_few_classes(digits, 4), model.eval())
+
+
 def test_eps_zero_is_clean_accuracy_curve_never_rises_and_checks_pass(digits_model, digits):
     out = run(digits_model, digits.x_test, digits.y_test, eps=(0.0, 0.05, 0.1, 0.3), steps=10)
     with torch.no_grad():
@@ -500,13 +519,14 @@ def test_a_point_on_a_tie_is_decided_the_same_in_every_batch():
     assert all(o["reliable"] for o in outs), [o["unreliable_reasons"] for o in outs]
 
 
-def test_the_same_job_twice_in_one_process_gives_the_same_result(digits_model, digits):
+def test_the_same_job_twice_in_one_process_gives_the_same_result(digits_model, digits, digits4):
     """Catches a generator shared across calls or eps values (the leaderboard's curve and the grid's differed
     in 54 of 96 values), AutoAttack's seed drawn from a stream, and torchattacks' global seeding leaking."""
     x, y = digits.x_test[:200], digits.y_test[:200]
     job = dict(name="pgd", norm="L2", eps=(0.0, 0.5, 1.0), steps=5, restarts=2)
     first = robustness_curve(digits_model, x, y, AttackConfig(**job), seed=3, progress=False)
-    run(digits_model, x[:20], y[:20], name="autoattack", eps=(0.03,), square_queries=10)  # FAB-T, Square seed torch
+    x4, y4, model4 = digits4
+    run(model4, x4[:20], y4[:20], name="autoattack", eps=(0.03,), square_queries=10)  # FAB-T, Square seed torch
     robustness_curve(digits_model, x, y, AttackConfig(**job), seed=4, progress=False)  # another job's draws
     torch.rand(1000)
     again = robustness_curve(digits_model, x, y, AttackConfig(**job), seed=3, progress=False)
@@ -517,13 +537,14 @@ def test_the_same_job_twice_in_one_process_gives_the_same_result(digits_model, d
 
 @pytest.mark.parametrize("name,kw", [("autoattack", {"square_queries": 10}), ("pgd", {"steps": 3}),
                                      ("apgd", {"apgd_steps": 5})])
-def test_attacks_leave_torch_global_random_state_as_they_found_it(name, kw, digits_model, digits):
+def test_attacks_leave_torch_global_random_state_as_they_found_it(name, kw, digits4):
     """torchattacks' components call torch.random.manual_seed: without the restore, every random number drawn
     after an attack (the next training's shuffles) would depend on the attack having run."""
     torch.manual_seed(123)
     expected = torch.rand(5)
     torch.manual_seed(123)
-    run(digits_model, digits.x_test[:20], digits.y_test[:20], name=name, eps=(0.0, 0.03), **kw)  # all components run
+    x, y, model = digits4
+    run(model, x[:20], y[:20], name=name, eps=(0.0, 0.03), **kw)  # every component runs
     assert torch.equal(torch.rand(5), expected)
 
 
@@ -610,13 +631,13 @@ def test_start_noise_refuses_draws_it_did_not_prepare():
     assert noise.zeros(2).shape == (2,)  # everything else is torch
 
 
-def test_apgd_fools_exactly_what_autoattack_white_box_components_fool(digits_model, digits):
+def test_apgd_fools_exactly_what_autoattack_white_box_components_fool(digits4):
     """``apgd`` draws the same starts as AutoAttack's APGD-CE and APGD-T: its fooled points are those two
     components' (AutoAttack's FAB-T and Square only add). Catches different seeding or settings between them,
     which would make the measured gap to AutoAttack noise."""
-    x, y = digits.x_test[:80], digits.y_test[:80]
-    aa = run(digits_model, x, y, name="autoattack", eps=(0.08,), square_queries=20)
-    ap = run(digits_model, x, y, name="apgd", eps=(0.08,))
+    x, y, model = digits4
+    aa = run(model, x, y, name="autoattack", eps=(0.08,), square_queries=20)
+    ap = run(model, x, y, name="apgd", eps=(0.08,))
     fooled_aa = [f == 0.08 for f in aa["first_fooled_eps"]]
     fooled_ap = [f == 0.08 for f in ap["first_fooled_eps"]]
     by = aa["curve"][0]["fooled_by"]
@@ -667,17 +688,20 @@ def test_robustness_curve_refuses_what_it_cannot_take_in_one_line(digits_model, 
         run(digits_model, x, y - 1 - y)
 
 
-def test_autoattack_components_cast_inputs_and_labels(digits_model, digits):
+def test_autoattack_components_cast_inputs_and_labels(digits4):
     from ncbench.attacks import autoattack_components
 
-    x, y = digits.x_test[:8], digits.y_test[:8]
+    x, y, model = digits4
+    x, y = x[:8], y[:8]
     cfg = AttackConfig(name="autoattack", eps=(0.05,), square_queries=10)
-    for name, comp in autoattack_components(digits_model, 0.05, cfg, 10, x.shape, steps=5):
+    components = autoattack_components(model, 0.05, cfg, 4, x.shape, steps=5)
+    assert [name for name, _ in components] == ["apgd-ce", "apgd-t", "fab-t", "square"]
+    for name, comp in components:
         want = comp(x, y)
         got = comp(x.double(), y.int())
         assert got.dtype == torch.float32 and torch.equal(got, want), name
     with pytest.raises(InputError, match="AutoAttack component apgd-ce: labels must be integer"):
-        autoattack_components(digits_model, 0.05, cfg, 10, x.shape)[0][1](x, y.float())
+        autoattack_components(model, 0.05, cfg, 4, x.shape)[0][1](x, y.float())
 
 
 def test_pgd_and_fab_margin_cast_inputs_and_labels(digits_model, digits):
@@ -717,7 +741,7 @@ def test_each_bad_setting_is_named_with_its_value(field, value, rule):
 
 @pytest.mark.parametrize("name,kw,moves", [("autoattack", {"square_queries": 10}, 2 * 4), ("pgd", {"steps": 2}, 4 + 1),
                                            ("deepfool", {}, 4)])
-def test_progress_counts_points_and_moves_within_a_budget(name, kw, moves, digits_model, digits, monkeypatch):
+def test_progress_counts_points_and_moves_within_a_budget(name, kw, moves, digits4, monkeypatch):
     """AutoAttack's bar sat at 0/1 for minutes: it counted eps values. Now it counts points and moves after
     every batch (every component of a composite attack), ending at its total."""
     from ncbench.attacks import _run
@@ -735,8 +759,9 @@ def test_progress_counts_points_and_moves_within_a_budget(name, kw, moves, digit
             self.updates.append(self.done)
 
     monkeypatch.setattr(_run, "_Progress", Recording)
-    x, y = digits.x_test[:100], digits.y_test[:100]
-    out = run(digits_model, x, y, name=name, eps=(0.0, 0.1, 0.2), batch_size=25, **kw)
+    x, y, model = digits4
+    x, y = x[:100], y[:100]
+    out = run(model, x, y, name=name, eps=(0.0, 0.1, 0.2), batch_size=25, **kw)
     (bar,) = seen
     n_correct = round(out["clean_accuracy"] * 100)
     budgets = 1 if name == "deepfool" else 2  # a minimal-norm attack searches once for every budget
@@ -745,19 +770,20 @@ def test_progress_counts_points_and_moves_within_a_budget(name, kw, moves, digit
     assert len(bar.updates) >= moves
 
 
-def test_autoattack_square_gives_every_point_the_same_result_at_two_batch_sizes(digits_model, digits):
+def test_autoattack_square_gives_every_point_the_same_result_at_two_batch_sizes(digits):
     """Square draws one window position per iteration for its whole batch, so its batch must not be the
     batch_size's. On a model with masked gradients Square does the fooling here. Catches Square run on
     batch_size slices (or seeded once per call) instead of fixed chunks of positions seeded by chunk index."""
     torch.manual_seed(0)
-    linear = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))  # cheap: AutoAttack's 2,000 gradient steps dominate
+    x, y = _few_classes(digits, 3, "train")  # 3 classes: no APGD-T, FAB-T with 2 targets (cheap)
+    linear = nn.Sequential(nn.Flatten(), nn.Linear(64, 3))
     opt = torch.optim.Adam(linear.parameters(), lr=0.05)
     for _ in range(100):
         opt.zero_grad()
-        nn.functional.cross_entropy(linear(digits.x_train), digits.y_train).backward()
+        nn.functional.cross_entropy(linear(x), y).backward()
         opt.step()
     model = Quantised(linear.eval())
-    x, y = digits.x_test[:300], digits.y_test[:300]
+    x, y = x[:300], y[:300]  # two chunks of positions
     kw = dict(name="autoattack", eps=(0.15,), square_queries=30)
     a = run(model, x, y, batch_size=1000, **kw)
     b = run(model, x, y, batch_size=50, **kw)
