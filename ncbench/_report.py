@@ -51,8 +51,16 @@ def format_record(rec: dict, path=None) -> str:
         tpt = tr["terminal_phase_epoch"]
         epochs = len(tr["history"])
         precision = "" if tr.get("precision", "fp32") == "fp32" else f", {tr['precision']}"
-        lines.append(f"training: {epochs} epochs{precision}; train error 0 from epoch {tpt}" if tpt else
-                     f"training: {epochs} epochs{precision}; train error never reached 0 (not in the terminal phase)")
+        recipe = f" ({tr['recipe']})" if tr.get("recipe") else ""
+        if rec["accuracy"].get("train_adv") is not None:  # adversarial training: no terminal phase to expect
+            phase = (f"robust training accuracy {rec['accuracy']['train_adv']:.4f} on {tr.get('adv_train_points')} "
+                     "training points (PGD-10 at the training budget)"
+                     + (f"; clean train error 0 from epoch {tpt}" if tpt else ""))
+        elif tpt:
+            phase = f"train error 0 from epoch {tpt}"
+        else:
+            phase = "train error never reached 0 (not in the terminal phase)"
+        lines.append(f"training: {epochs} epochs{precision}{recipe}; {phase}")
     acc = rec["accuracy"]
     held = f"   val {acc['val']:.4f}" if acc.get("val") is not None else ""
     adv = f"   train (adversarial) {acc['train_adv']:.4f}" if acc.get("train_adv") is not None else ""

@@ -348,6 +348,7 @@ def _training_result(meta: dict) -> TrainResult | None:
                          wall_time_s=float(rec.get("wall_time_s", 0.0)))
     result.collapse_history = rec.get("collapse_history", [])
     result.adv_train_accuracy = rec.get("adv_train_accuracy")
+    result.adv_train_points = rec.get("adv_train_points")
     return result
 
 
@@ -438,7 +439,8 @@ def training_metadata(cfg: EvaluateConfig, job_id: str | None, trained: TrainRes
         meta["result"] = {"history": trained.history, "terminal_phase_epoch": trained.terminal_phase_epoch,
                           "wall_time_s": trained.wall_time_s,
                           "collapse_history": getattr(trained, "collapse_history", []),
-                          "adv_train_accuracy": getattr(trained, "adv_train_accuracy", None)}
+                          "adv_train_accuracy": getattr(trained, "adv_train_accuracy", None),
+                          "adv_train_points": getattr(trained, "adv_train_points", None)}
     return meta
 
 
@@ -493,7 +495,8 @@ def run_evaluate(cfg: EvaluateConfig, *, checkpoint: str | None = None, progress
         final_loss = trained.history[-1]["loss"]
         training = {"terminal_phase_epoch": trained.terminal_phase_epoch, "final_loss": final_loss,
                     "precision": cfg.train.precision, "history": trained.history,
-                    "collapse_history": trained.collapse_history}
+                    "collapse_history": trained.collapse_history, "recipe": cfg.train.describe(),
+                    "adv_train_points": getattr(trained, "adv_train_points", None)}
         measures_["final_train_loss"] = final_loss
         result["accuracy"]["train_adv"] = getattr(trained, "adv_train_accuracy", None)
         if save_model_to is not None:

@@ -81,6 +81,8 @@ class Training(_Strict):
     precision: Literal["fp32", "bf16"]
     history: list[dict[str, float | int]]
     collapse_history: list[dict[str, Any]]
+    recipe: str | None = None  # what ran, in words (TrainConfig.describe())
+    adv_train_points: int | None = None  # adversarial training: the training points behind accuracy.train_adv
 
 
 class Measures(_Strict):
