@@ -17,6 +17,15 @@ def _eps_list(text: str) -> tuple[str, ...]:
     return items
 
 
+def _val_size(text: str):
+    """A count (``500``), a fraction (``0.1``), or ``0`` for no validation split (None)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--val-size must be a count or a fraction in (0, 1); got {text!r}") from None
+    return int(value) if value >= 1 and value.is_integer() else value
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, with its errors on one line (like every other ncbench error) and exit status 2."""
 
@@ -42,6 +51,9 @@ def _common(p: argparse.ArgumentParser) -> None:
                                                "the job's identity)")
     p.add_argument("--train-precision", dest="train_precision", choices=PRECISIONS,
                    help="fp32 (default) or bf16 autocast for training (opt-in; part of the job's identity)")
+    p.add_argument("--val-size", dest="val_size", type=_val_size, metavar="N|FRACTION",
+                   help="hold out a validation split of the training data: a count (500) or a fraction (0.1); 0 for "
+                        "none (default: mnist1d 500, other datasets none)")
     p.add_argument("--config", metavar="FILE.yaml", help="a YAML config; command-line options override it")
     p.add_argument("--data-dir", dest="data_dir", metavar="DIR", help="where torchvision datasets live "
                    "(default $NCBENCH_DATA or ~/.cache/ncbench/data)")
@@ -183,6 +195,7 @@ def _config(args, dataset_from: dict | None = None):
         raw = {**raw, "dataset": dataset_from["name"],
                "dataset_args": {**(dataset_from.get("args") or {}), **(raw.get("dataset_args") or {})}}
     return build_config(raw, dataset=args.dataset, model=args.model, epochs=args.epochs, seed=args.seed,
+                        val_size=getattr(args, "val_size", None),
                         device=args.device, threads=args.threads, train_precision=args.train_precision,
                         data_dir=args.data_dir, download=args.download, output=getattr(args, "output", None),
                         **{k: getattr(args, k, None) for k in ("attack", "norm", "eps", "steps", "restarts",

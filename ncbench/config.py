@@ -42,6 +42,9 @@ _CIFAR_LIKE = {
 #: budgets are about sqrt(input dimension) times the Linf ones.
 DATASET_DEFAULTS: dict[str, dict] = {
     "mnist1d": {
+        # 500 of the 4000 training samples held out as the validation split (held-out collapse and ATC without
+        # the test labels); dataset_args: {val_size: null} trains on all 4000
+        "dataset_args": {"val_size": 500},
         "model": "cnn1d", "model_args": {},
         "train": {"epochs": 60, "batch_size": 128, "lr": 0.05, "weight_decay": 5e-3},
         "attack": {"eps": {"Linf": [0.0, 0.005, 0.01, 0.02, 0.04], "L2": [0.0, 0.025, 0.05, 0.1, 0.2]}},
@@ -178,7 +181,9 @@ def build_config(raw: dict | None = None, **overrides) -> EvaluateConfig:
 
     DATASETS.get(dataset)
     defaults = DATASET_DEFAULTS.get(dataset, {})
-    dataset_args = dict(raw.get("dataset_args") or {})
+    dataset_args = {**defaults.get("dataset_args", {}), **dict(raw.get("dataset_args") or {})}
+    if "val_size" in overrides:
+        dataset_args["val_size"] = overrides.pop("val_size")
     location = {k: dataset_args.pop(k) for k in LOCATION_ARGS if k in dataset_args}  # 0.1 configs put them here
     location.update({k: raw[k] for k in LOCATION_ARGS if raw.get(k) is not None})
     location.update({k: overrides.pop(k) for k in LOCATION_ARGS if k in overrides})
@@ -249,6 +254,8 @@ def build_config(raw: dict | None = None, **overrides) -> EvaluateConfig:
     specific_defaults = {k: v for k, v in _with_defaults("dataset", dataset, loader, specific).items()
                          if k not in LOCATION_ARGS and k not in generic_names}
     dataset_args = {**_keyword_defaults(load_dataset), **specific_defaults, **generic}
+    if dataset_args.get("val_size") == 0:  # 0: no validation split (overrides a dataset's default)
+        dataset_args["val_size"] = None
     if dataset_args.get("val_size") is not None:
         from .data import canonical_val_size
 
