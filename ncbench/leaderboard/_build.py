@@ -260,8 +260,9 @@ def build(grid_path: str, *, store: str, leaderboards: str = "leaderboards", boa
     command = f"ncbench leaderboard build {source}" + (" --no-boards" if no_boards else "")
     written += write_measures_board(table, lb / MEASURES / grid.name, sweep=grid.name, command=command,
                                     n_models=len(frame),
-                                    source_note=f"{len(frame)} models of sweep {grid.name} "
-                                                f"({source}); data: leaderboards/data/{grid.name}/")
+                                    source_note=(f"{grid.note} " if grid.note else "")
+                                    + f"{len(frame)} models of sweep {grid.name} ({source}); data: "
+                                      f"leaderboards/data/{grid.name}/")
     if board_ids:
         for path in stray_weights(lb):  # weights a rebuilt entry no longer names
             path.unlink()
