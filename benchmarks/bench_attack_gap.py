@@ -68,7 +68,7 @@ def models(args):
         for path in args.checkpoints:
             yield os.path.basename(os.path.dirname(path)) or path, load_checkpoint(path).eval(), ds.x_test, ds.y_test
         return
-    for raw in TRAINED[:args.models]:
+    for raw in TRAINED[args.first:args.first + args.models]:
         t = time.perf_counter()
         ds, model, _, _, _ = prepare(build_config({"dataset": "mnist1d", **raw}, device="cpu"), progress=False)
         name = json.dumps(raw, separators=(",", ":"))
@@ -93,6 +93,7 @@ def main() -> None:
     ap.add_argument("--dataset", default="mnist1d", help="the checkpoints' dataset (default mnist1d)")
     ap.add_argument("--dataset-args", default="{}", help="its arguments as JSON (the grid's dataset_args)")
     ap.add_argument("--models", type=int, default=4, help="how many models to train without --checkpoints")
+    ap.add_argument("--first", type=int, default=0, help="index of the first of them in TRAINED (default 0)")
     ap.add_argument("--n-points", type=int, default=500)
     ap.add_argument("--budgets", default="Linf:0.005,0.01;L2:0.025,0.05")
     ap.add_argument("--variants", default="100x9,100x3,50x3", help="apgd steps x targets to compare")

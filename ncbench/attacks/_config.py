@@ -38,7 +38,9 @@ class AttackConfig:
     steps, alpha_factor : iterations and step size alpha = alpha_factor * eps / steps (PGD; Madry et al. 2.5).
     random_start, restarts : PGD's uniform start in the eps-ball and the number of restarts (each on the
         points still robust).
-    n_points : attack the first n test points (None: all). batch_size : points per batch.
+    n_points : attack the first n test points (None: all). batch_size : points per batch; not part of the
+        identity (it changes no result: docs/attacks.md, "Seeding"); AutoAttack runs on fixed chunks of 256
+        positions instead.
     cw_steps, cw_lr, cw_c, cw_search_steps : Carlini-Wagner L2: Adam steps and learning rate per c, the
         initial c, and the number of binary-search steps over c (per point).
     deepfool_steps, deepfool_overshoot : DeepFool's iterations and overshoot.
