@@ -17,6 +17,15 @@ def _eps_list(text: str) -> tuple[str, ...]:
     return items
 
 
+def _val_size(text: str):
+    """A count (``500``), a fraction (``0.1``), or ``0`` for no validation split (None)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--val-size must be a count or a fraction in (0, 1); got {text!r}") from None
+    return int(value) if value >= 1 and value.is_integer() else value
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, with its errors on one line (like every other ncbench error) and exit status 2."""
 
@@ -42,6 +51,9 @@ def _common(p: argparse.ArgumentParser) -> None:
                                                "the job's identity)")
     p.add_argument("--train-precision", dest="train_precision", choices=PRECISIONS,
                    help="fp32 (default) or bf16 autocast for training (opt-in; part of the job's identity)")
+    p.add_argument("--val-size", dest="val_size", type=_val_size, metavar="N|FRACTION",
+                   help="hold out a validation split of the training data: a count (500) or a fraction (0.1); 0 for "
+                        "none (default: mnist1d 500, other datasets none)")
     p.add_argument("--config", metavar="FILE.yaml", help="a YAML config; command-line options override it")
     p.add_argument("--data-dir", dest="data_dir", metavar="DIR", help="where torchvision datasets live "
                    "(default $NCBENCH_DATA or ~/.cache/ncbench/data)")
@@ -86,8 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--margin", choices=MARGINS, help="fab: also the mean minimal perturbation norm found by FAB "
                                                       "(default none)")
     ev.add_argument("--precision", choices=PRECISIONS, help="fp32 (default) or bf16 forwards during the attack")
-    ev.add_argument("--rerun", action="store_true", help="compute the job again even if its record is in --output "
-                                                         "(the record is not written twice)")
+    ev.add_argument("--rerun", action="store_true", help="compute the job again, training its model again, even if "
+                                                         "its record and model are in --output (the record is not "
+                                                         "written twice)")
     ev.add_argument("--output", metavar="DIR", help="folder for result records (default ./ncbench-results)")
     ev.add_argument("--list", action="store_true", help="list datasets, models and attacks, then exit")
     tr = sub.add_parser("train", help="train a model and save it as safetensors")
@@ -143,11 +156,46 @@ def cmd_plot(args) -> int:
     return 0
 
 
-def _config(args):
+def _checkpoint_dataset(args) -> dict | None:
+    """The dataset an ncbench checkpoint records (``{"name", "args"}``) when neither ``--dataset`` nor the config
+    names one; None otherwise."""
+    if getattr(args, "checkpoint", None) is None or args.dataset is not None:
+        return None
+    from .config import load_yaml
+
+    if args.config and "dataset" in load_yaml(args.config):
+        return None
+    from .models import load_checkpoint
+
+    model = load_checkpoint(args.checkpoint, trust=args.trust_checkpoint)
+    recorded = (getattr(model, "trained_by", None) or {}).get("dataset")
+    return recorded if isinstance(recorded, dict) and recorded.get("name") else None
+
+
+def _warn_long(cfg) -> None:
+    """Before a training that will take long on this machine: the estimate, and the faster choice."""
+    from ._eta import training_estimate
+
+    est = training_estimate(cfg)
+    if est is None or est["seconds"] < 120:
+        return
+    print(f"ncbench: training {cfg.model} on {cfg.dataset} for {cfg.train.epochs} epochs will take about "
+          f"{_minutes(est['seconds'])} here ({est['method']}). {est.get('faster', '')}".rstrip(), file=sys.stderr)
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+
+
+def _config(args, dataset_from: dict | None = None):
     from .config import build_config, load_yaml
 
     raw = load_yaml(args.config) if args.config else {}
+    if dataset_from is not None:
+        raw = {**raw, "dataset": dataset_from["name"],
+               "dataset_args": {**(dataset_from.get("args") or {}), **(raw.get("dataset_args") or {})}}
     return build_config(raw, dataset=args.dataset, model=args.model, epochs=args.epochs, seed=args.seed,
+                        val_size=getattr(args, "val_size", None),
                         device=args.device, threads=args.threads, train_precision=args.train_precision,
                         data_dir=args.data_dir, download=args.download, output=getattr(args, "output", None),
                         **{k: getattr(args, k, None) for k in ("attack", "norm", "eps", "steps", "restarts",
@@ -172,14 +220,28 @@ def cmd_evaluate(args) -> int:
     from .evaluate import find_record
     from .identity import compute_job_id
 
-    cfg = _config(args)
+    from .evaluate import MODELS_DIR, model_file
+
+    recorded = _checkpoint_dataset(args)
+    cfg = _config(args, dataset_from=recorded)
+    if recorded is not None:
+        print(f"using the checkpoint's dataset: {recorded['name']} {recorded.get('args') or {}} (from its metadata; "
+              "--dataset chooses another)", file=sys.stderr)
     job_id = compute_job_id(cfg, checkpoint=args.checkpoint, trust=args.trust_checkpoint)
     done = find_record(cfg.output, job_id)
     if done is not None and not args.rerun:
         print(format_record(json.loads(done.read_text()), done))
         print(f"(job {job_id[:16]} was already recorded: shown from {done}; --rerun computes it again)")
         return 0
-    record = run_evaluate(cfg, checkpoint=args.checkpoint, progress=not args.quiet, trust=args.trust_checkpoint)
+    model_dir = Path(cfg.output) / MODELS_DIR
+    if args.checkpoint is None and cfg.checkpoint is None:
+        kept = model_file(model_dir, cfg)
+        if kept.is_file() and not args.rerun:
+            print(f"reusing the model this training gave before: {kept} (--rerun trains it again)", file=sys.stderr)
+        else:
+            _warn_long(cfg)
+    record = run_evaluate(cfg, checkpoint=args.checkpoint, progress=not args.quiet, trust=args.trust_checkpoint,
+                          model_dir=model_dir, rerun=args.rerun)
     path = write_record(record, cfg.output)
     print(format_record(record, path))
     if done is not None:
@@ -201,7 +263,8 @@ def cmd_train(args) -> int:
     from .features import model_device, predict
 
     ds, model, trained, _device, _ = prepare(cfg, progress=not args.quiet)
-    path = save_checkpoint(model, out, training=training_metadata(cfg, compute_job_id(cfg)))
+    path = save_checkpoint(model, out, training=training_metadata(cfg, compute_job_id(cfg), trained,
+                                                                  getattr(model, "init_checksum", None)))
     acc = trained.history[-1]["train_accuracy"]
     test_acc = float((predict(model.eval(), ds.x_test) == ds.y_test.to(model_device(model))).double().mean())
     tpt = trained.terminal_phase_epoch

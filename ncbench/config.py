@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
-from ._coerce import coerce_kwargs
+from ._coerce import coerce_kwargs, coerce_value
 from ._errors import InputError
 from .attacks import AttackConfig
 from .data import LOCATION_ARGS
@@ -42,6 +42,9 @@ _CIFAR_LIKE = {
 #: budgets are about sqrt(input dimension) times the Linf ones.
 DATASET_DEFAULTS: dict[str, dict] = {
     "mnist1d": {
+        # 500 of the 4000 training samples held out as the validation split (held-out collapse and ATC without
+        # the test labels); dataset_args: {val_size: null} trains on all 4000
+        "dataset_args": {"val_size": 500},
         "model": "cnn1d", "model_args": {},
         "train": {"epochs": 60, "batch_size": 128, "lr": 0.05, "weight_decay": 5e-3},
         "attack": {"eps": {"Linf": [0.0, 0.005, 0.01, 0.02, 0.04], "L2": [0.0, 0.025, 0.05, 0.1, 0.2]}},
@@ -90,6 +93,23 @@ class EvaluateConfig:
     trust_checkpoint: bool = False
     collapse_epochs: int = 12  # about this many log-spaced epochs at which collapse is measured (0: none)
     output: str = "ncbench-results"
+    # predictors beside collapse on train and test (docs/metrics.md): the generalization measures of Jiang et
+    # al. and Dziugaite et al. (docs/measures.md), and collapse of adversarial examples of this many seeded
+    # training (and test) points from the main attack at ``adv_collapse_eps`` (None: the attack's headline
+    # budget, the median of its nonzero budgets; 0 points: not measured)
+    measures: bool = True
+    adv_collapse_points: int = 1000
+    adv_collapse_eps: float | None = None
+
+    def adv_collapse_budget(self) -> float | None:
+        """The budget of the under-attack collapse: ``adv_collapse_eps``, else the main attack's headline budget
+        (the median of its nonzero budgets, the lower one of the middle two); None when not measured."""
+        if self.adv_collapse_points == 0:
+            return None
+        if self.adv_collapse_eps is not None:
+            return float(self.adv_collapse_eps)
+        nonzero = [e for e in self.attack.eps if e > 0]
+        return nonzero[(len(nonzero) - 1) // 2] if nonzero else None
 
     def to_dict(self) -> dict:
         return {"dataset": self.dataset, "dataset_args": dict(self.dataset_args), "data_dir": self.data_dir,
@@ -97,7 +117,8 @@ class EvaluateConfig:
                 "seed": self.seed, "device": self.device, "threads": self.threads, "train": self.train.to_dict(),
                 "attack": self.attack.to_dict(), "extra_attacks": [a.to_dict() for a in self.extra_attacks],
                 "checkpoint": self.checkpoint, "trust_checkpoint": self.trust_checkpoint,
-                "collapse_epochs": self.collapse_epochs, "output": self.output}
+                "collapse_epochs": self.collapse_epochs, "output": self.output, "measures": self.measures,
+                "adv_collapse_points": self.adv_collapse_points, "adv_collapse_eps": self.adv_collapse_eps}
 
     def loader_args(self) -> dict:
         """Keyword arguments for :func:`ncbench.data.load_dataset`: the dataset's arguments, plus the location
@@ -160,7 +181,9 @@ def build_config(raw: dict | None = None, **overrides) -> EvaluateConfig:
 
     DATASETS.get(dataset)
     defaults = DATASET_DEFAULTS.get(dataset, {})
-    dataset_args = dict(raw.get("dataset_args") or {})
+    dataset_args = {**defaults.get("dataset_args", {}), **dict(raw.get("dataset_args") or {})}
+    if "val_size" in overrides:
+        dataset_args["val_size"] = overrides.pop("val_size")
     location = {k: dataset_args.pop(k) for k in LOCATION_ARGS if k in dataset_args}  # 0.1 configs put them here
     location.update({k: raw[k] for k in LOCATION_ARGS if raw.get(k) is not None})
     location.update({k: overrides.pop(k) for k in LOCATION_ARGS if k in overrides})
@@ -202,9 +225,16 @@ def build_config(raw: dict | None = None, **overrides) -> EvaluateConfig:
             trust_checkpoint=bool(overrides.get("trust_checkpoint", raw.get("trust_checkpoint", False))),
             collapse_epochs=int(raw.get("collapse_epochs", 12)),
             output=str(overrides.get("output", raw.get("output", "ncbench-results"))),
+            measures=coerce_value(raw.get("measures", True), "bool", "measures"),
+            adv_collapse_points=coerce_value(raw.get("adv_collapse_points", 1000), "int", "adv_collapse_points"),
+            adv_collapse_eps=_budget_or_none(raw.get("adv_collapse_eps")),
         )
     except TypeError as err:
         raise InputError(f"bad config value: {err}") from None
+    if cfg.seed < 0:
+        raise InputError(f"seed must be a whole number >= 0; got {cfg.seed}")
+    if cfg.adv_collapse_points < 0:
+        raise InputError(f"adv_collapse_points must be >= 0 (0: no collapse under attack); got {cfg.adv_collapse_points}")
     if cfg.device not in DEVICES:
         raise InputError(f"device must be one of {DEVICES}; got {cfg.device!r}")
     if cfg.threads is not None and cfg.threads < 1:
@@ -224,6 +254,8 @@ def build_config(raw: dict | None = None, **overrides) -> EvaluateConfig:
     specific_defaults = {k: v for k, v in _with_defaults("dataset", dataset, loader, specific).items()
                          if k not in LOCATION_ARGS and k not in generic_names}
     dataset_args = {**_keyword_defaults(load_dataset), **specific_defaults, **generic}
+    if dataset_args.get("val_size") == 0:  # 0: no validation split (overrides a dataset's default)
+        dataset_args["val_size"] = None
     if dataset_args.get("val_size") is not None:
         from .data import canonical_val_size
 
@@ -231,6 +263,17 @@ def build_config(raw: dict | None = None, **overrides) -> EvaluateConfig:
     factory = None if ":" in cfg.model else MODELS.get(cfg.model)
     return replace(cfg, dataset_args=dataset_args,
                    model_args=_with_defaults("model", cfg.model, factory, cfg.model_args))
+
+
+def _budget_or_none(value):
+    if value is None:
+        return None
+    from ._budget import canonical_eps
+
+    eps = canonical_eps(value)
+    if not eps > 0:
+        raise InputError(f"adv_collapse_eps must be a budget > 0, e.g. 0.01 or 8/255; got {value!r}")
+    return eps
 
 
 def load_yaml(path: str | Path) -> dict:

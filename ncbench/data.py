@@ -311,6 +311,12 @@ def _torchvision(name, cls_name, num_classes, *, data_dir, download, split_kw):
         try:
             obj = cls(root=root, download=download, **kw)
         except RuntimeError as err:
+            archives = [] if download else _archives(root, cls_name)
+            if archives:
+                shown = ", ".join(str(p) for p in archives[:4]) + (" ..." if len(archives) > 4 else "")
+                raise InputError(f"dataset {name!r}: its compressed files are under {root} ({shown}) but not "
+                                 "extracted; pass download=True (--download): torchvision then finds them, checks "
+                                 "their checksums and extracts them without downloading again") from None
             hint = "" if download else " (pass download=True, or --download, to fetch it)"
             raise InputError(f"dataset {name!r} not found under {root}: {err}{hint}") from None
         data = obj.data if isinstance(obj.data, np.ndarray) else obj.data.numpy()
@@ -323,6 +329,18 @@ def _torchvision(name, cls_name, num_classes, *, data_dir, download, split_kw):
                    torch.from_numpy(labels.astype(np.int64))]
     info = {"source": f"torchvision.datasets.{cls_name}", "root": root}
     return _finish(name, splits[0], splits[1], splits[2], splits[3], num_classes, info)
+
+
+def _archives(root: str, cls_name: str) -> list:
+    """Downloaded but unextracted files of a torchvision dataset: ``*.gz``, ``*.tar.gz``, ``*.zip``, ``*.mat``
+    archives in the root, its class folder and the class folder's ``raw`` (torchvision's layouts)."""
+    from pathlib import Path
+
+    found = []
+    for folder in (Path(root), Path(root) / cls_name, Path(root) / cls_name / "raw"):
+        if folder.is_dir():
+            found += sorted(p for p in folder.iterdir() if p.is_file() and p.name.endswith((".gz", ".zip", ".tgz")))
+    return found
 
 
 def _register_torchvision(name, cls_name, num_classes, split_kw="train"):

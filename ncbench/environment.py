@@ -95,9 +95,11 @@ def environment(device: torch.device, *, memory_format: str = "contiguous", nume
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
     else:
-        name = f"cpu ({platform.machine()}, {numerics['threads']} threads)"
+        n = numerics["threads"]
+        name = f"cpu ({platform.machine()}, {n} thread{'' if n == 1 else 's'})"
     return {"device": device.type, "device_name": name, "platform": platform.platform(),
             "cpu_model": _cpu_model(),
             "cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": numerics["threads"],
             **_build_facts(), "memory_format": memory_format, "tf32_matmul": numerics["tf32_matmul"],
-            "tf32_cudnn": numerics["tf32_cudnn"], "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
+            "tf32_cudnn": numerics["tf32_cudnn"], "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}

@@ -1,13 +1,19 @@
-"""One model -> one result record: clean accuracy, collapse on train and test, baselines, robustness,
-provenance and the job identity (docs/records.md)."""
+"""One model -> one result record: clean accuracy, collapse on every feature set, the predictors beside it
+(generalization measures, accuracy estimators), robustness, provenance and the job identity (docs/records.md).
+
+:func:`run_evaluate` is the pipeline behind ``ncbench evaluate`` and every sweep job; :func:`evaluate_model` runs
+it on a model held in memory; :func:`measure_model` is the measuring half (a trained model in, numbers out).
+"""
 
 from __future__ import annotations
 
+import base64
 import time
 import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from . import __version__
@@ -19,20 +25,23 @@ from .config import EvaluateConfig
 from .data import Dataset, load_dataset
 from .environment import configure_numerics, environment, resolve_device, versions
 from .features import extract, memory_format_name, output_margin, prepare_model
-from .identity import checkpoint_facts, dataset_identity, digest, identity
+from .identity import checkpoint_facts, dataset_identity, digest, identity, training_identity
 from .models import Classifier, create_model, load_checkpoint, model_checksum, save_checkpoint
 from .record import SCHEMA_VERSION, validate_record
 from .train import TrainResult, train
 
-__all__ = ["evaluate_job", "evaluate_model", "find_record", "prepare", "record_stem", "run_evaluate",
-           "write_record", "resolve_device"]
+__all__ = ["evaluate_job", "evaluate_model", "find_record", "measure_model", "model_file", "prepare",
+           "record_stem", "run_evaluate", "write_record", "resolve_device"]
+
+#: where ``ncbench evaluate`` keeps the models it trains, under its output folder (one file per training)
+MODELS_DIR = "models"
 
 
 def _accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
     return int((logits.argmax(1) == y.to(logits.device)).sum()) / len(y)
 
 
-def measures(model, logits_train: torch.Tensor, y_train: torch.Tensor) -> dict:
+def baseline_measures(model, logits_train: torch.Tensor, y_train: torch.Tensor) -> dict:
     """Baselines that generalization-measure studies include beside any new measure (Jiang et al. 2020).
 
     ``sum_squared_weights``: the sum of squares of every weight matrix and convolution kernel (parameters
@@ -47,28 +56,202 @@ def measures(model, logits_train: torch.Tensor, y_train: torch.Tensor) -> dict:
             "train_margin_p10": margin}
 
 
-def evaluate_model(model: Classifier, ds: Dataset, cfg: EvaluateConfig, *, weight_decay: float | None,
-                   progress: bool = True) -> dict:
-    """Measure a trained model: accuracy, collapse metrics (spec/nc-metrics.md), baselines and every attack.
+# ----------------------------------------------------------------------------------------- collapse sets
+
+def _collapse_quiet(train, held_out, weight, bias) -> dict:
+    """The held-out block of :func:`collapse_metrics` (no ls_gap: it is a train-split metric), without the
+    classifier-only metrics (``nc2_*_classifier`` depend on W alone: the ``train`` split holds them)."""
+    out = collapse_metrics(train, held_out, weight=weight, bias=bias, ls_gap=False)["test"]
+    return {k: v for k, v in out.items() if not k.endswith("_classifier")}
+
+
+def label_free_collapse(f_train, y_train, f_held, logits_held, weight, bias, num_classes: int) -> tuple[dict, dict]:
+    """Collapse of held-out features grouped by the network's own predicted class (no labels read).
+
+    Every key of the ``test`` split, computed with the predicted classes as labels. A class the network never
+    predicts on these inputs has no held-out mean: the metrics are then computed over the classes it does
+    predict (C' < C), with their train means and classifier rows; ``info["n_classes"]`` says how many. With
+    fewer than two predicted classes every value is None. For a network that classifies the inputs perfectly
+    the values equal the labelled split's.
+    """
+    pred = logits_held.argmax(1).to(torch.int64).cpu()
+    present = torch.unique(pred)
+    info = {"n_classes": int(present.numel()), "n_points": int(pred.numel()),
+            "missing_classes": sorted(set(range(num_classes)) - set(present.tolist()))}
+    if present.numel() < 2:
+        keys = _held_out_keys()
+        info["note"] = "fewer than two classes are predicted: the label-free metrics are undefined"
+        return {k: None for k in keys}, info
+    if present.numel() == num_classes:
+        return _collapse_quiet((f_train, y_train), (f_held, pred), weight, bias), info
+    remap = torch.full((num_classes,), -1, dtype=torch.int64)
+    remap[present] = torch.arange(present.numel())
+    keep = remap[y_train.cpu()] >= 0
+    info["note"] = (f"classes {info['missing_classes']} are never predicted: metrics over the {present.numel()} "
+                    "predicted classes, with their train means and classifier rows")
+    return _collapse_quiet((f_train[keep.to(f_train.device)], remap[y_train.cpu()][keep]),
+                           (f_held, remap[pred]), weight[present.to(weight.device)],
+                           bias[present.to(bias.device)]), info
+
+
+def _held_out_keys() -> tuple[str, ...]:
+    from .collapse import TEST_KEYS
+
+    return tuple(k for k in TEST_KEYS if not k.endswith("_classifier"))
+
+
+def _seeded_subset(n: int, k: int) -> torch.Tensor:
+    """The first ``k`` of a fixed permutation of ``range(n)`` (seed 0: the same points for every model of a
+    dataset), in ascending order; all points when ``k >= n``."""
+    if k >= n:
+        return torch.arange(n)
+    return torch.randperm(n, generator=torch.Generator().manual_seed(0))[:k].sort().values
+
+
+def adversarial_collapse(model, x, y, attack_cfg, eps: float, *, seed: int, weight, bias) -> tuple[dict, dict]:
+    """Collapse of the features of adversarial examples (Su, Zhang, Tsilivis & Kempe, TMLR 2024).
+
+    ``x``, ``y``: the (clean) points, grouped by their true label. The adversarial examples come from
+    ``attack_cfg``'s attack at budget ``eps`` (:func:`ncbench.attacks.adversarial_examples`). Every key of the
+    ``test`` split of the adversarial features against the clean features of the same points, with
+    ``nc1_test_on_train_means`` renamed ``nc1_on_clean_means`` (the spread around the clean class means),
+    ``ncc_accuracy`` the nearest-clean-class-mean accuracy, and ``mean_shift``: the mean over classes of
+    ``‖μ_c^adv − μ_c‖ / ‖μ_c − μ_G‖`` (clean class means μ_c, μ_G their mean).
+    """
+    from .attacks import adversarial_examples
+
+    x_adv = adversarial_examples(model, x, y, attack_cfg, eps, seed=seed)
+    f_clean, _ = extract(model, x)
+    f_adv, z_adv = extract(model, x_adv)
+    out = _collapse_quiet((f_clean, y), (f_adv, y), weight, bias)
+    out["nc1_on_clean_means"] = out.pop("nc1_test_on_train_means")
+    c = int(weight.shape[0])
+    yy = y.to(f_clean.device)
+    clean_means = torch.stack([f_clean[yy == k].double().mean(0) for k in range(c)])
+    adv_means = torch.stack([f_adv[yy == k].double().mean(0) for k in range(c)])
+    centre = clean_means.mean(0)
+    shift = (adv_means - clean_means).norm(dim=1) / (clean_means - centre).norm(dim=1)
+    out["mean_shift"] = float(shift.mean())
+    info = {"n_points": int(x.shape[0]), "eps": float(eps), "attack": attack_cfg.label(),
+            "adversarial_accuracy": _accuracy(z_adv, y)}
+    return out, info
+
+
+# ----------------------------------------------------------------------------------------- estimators
+
+def _neg_entropy(logits: torch.Tensor) -> torch.Tensor:
+    logp = torch.log_softmax(logits.double(), dim=1)
+    return (logp.exp() * logp).sum(1)
+
+
+def accuracy_estimators(z_test: torch.Tensor, z_val: torch.Tensor | None, y_val: torch.Tensor | None) -> dict:
+    """Label-free estimates of test accuracy from the test inputs.
+
+    ``confidence``: the mean over test inputs of the largest softmax probability (Hendrycks & Gimpel's
+    baseline). ``atc``: Average Thresholded Confidence (Garg et al., ICLR 2022) with their negative-entropy
+    score s(x) = Σ_c p_c log p_c: the threshold t is fitted on the validation split so that the share of
+    validation inputs with s > t equals the validation accuracy, and the estimate is the share of test inputs
+    with s > t (None without a validation split). GDE (Jiang et al., ICLR 2022) needs two models and is
+    computed across seeds by the store (``estimators.gde``).
+    """
+    probs = torch.softmax(z_test.double(), dim=1)
+    out = {"confidence": float(probs.max(1).values.mean()), "atc": None, "atc_threshold": None}
+    if z_val is not None and y_val is not None and z_val.shape[0]:
+        s_val = _neg_entropy(z_val)
+        acc_val = _accuracy(z_val, y_val)
+        n_err = int(round((1.0 - acc_val) * s_val.numel()))
+        order = s_val.sort().values
+        t = float(order[n_err - 1]) if n_err > 0 else float(order[0]) - 1.0  # s > t for exactly the others
+        out["atc_threshold"] = t
+        out["atc"] = float((_neg_entropy(z_test) > t).double().mean())
+    return out
+
+
+def encode_labels(labels: torch.Tensor) -> dict:
+    """Class indices (N,) as compact text: base64 of uint8 (C <= 256) or little-endian uint16."""
+    a = labels.detach().cpu().numpy()
+    if a.size and int(a.max()) > 255:
+        return {"encoding": "base64-uint16le", "n": int(a.size),
+                "data": base64.b64encode(a.astype("<u2").tobytes()).decode()}
+    return {"encoding": "base64-uint8", "n": int(a.size), "data": base64.b64encode(a.astype(np.uint8).tobytes()).decode()}
+
+
+def decode_labels(encoded: dict) -> np.ndarray:
+    """The inverse of :func:`encode_labels`: an int64 array of length ``encoded["n"]``."""
+    raw = base64.b64decode(encoded["data"])
+    dtype = np.uint8 if encoded["encoding"] == "base64-uint8" else np.dtype("<u2")
+    out = np.frombuffer(raw, dtype=dtype).astype(np.int64)
+    if out.size != encoded["n"]:
+        raise InputError(f"encoded predictions hold {out.size} labels but say n = {encoded['n']}")
+    return out
+
+
+# ----------------------------------------------------------------------------------------- measuring
+
+def measure_model(model: Classifier, ds: Dataset, cfg: EvaluateConfig, *, weight_decay: float | None,
+                  init_state: dict | None = None, init_note: str | None = None, progress: bool = True) -> dict:
+    """Measure a trained model: accuracy, collapse on every feature set (docs/metrics.md), the generalization
+    measures and accuracy estimators, every attack. Returns the record's measured sections and ``timings``.
 
     ``weight_decay``: lambda of the ls_gap fit (None = unknown: the minimum-norm fit, lambda = 0).
+    ``init_state``: the model's weights at initialisation (for the measures that need them; None: those are
+    null, and ``init_note`` says why).
     """
     timings = {}
     t = time.perf_counter()
     f_tr, z_tr = extract(model, ds.x_train)
     f_te, z_te = extract(model, ds.x_test)
-    acc = {"train": _accuracy(z_tr, ds.y_train), "test": _accuracy(z_te, ds.y_test)}
+    f_va, z_va = extract(model, ds.x_val) if ds.x_val is not None else (None, None)
+    acc = {"train": _accuracy(z_tr, ds.y_train), "test": _accuracy(z_te, ds.y_test),
+           "val": None if z_va is None else _accuracy(z_va, ds.y_val), "train_adv": None}
     timings["features"] = time.perf_counter() - t
     t = time.perf_counter()
-    collapse = collapse_metrics((f_tr, ds.y_train), (f_te, ds.y_test), weight=model.fc.weight,
-                                bias=model.fc.bias, weight_decay=weight_decay or 0.0)
+    w, b = model.fc.weight.detach(), model.fc.bias.detach()
+    collapse = collapse_metrics((f_tr, ds.y_train), (f_te, ds.y_test), weight=w, bias=b,
+                                weight_decay=weight_decay or 0.0)
+    info: dict = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CollapseWarning)  # said once for train and test above
+        if f_va is not None:
+            collapse["val"] = _collapse_quiet((f_tr, ds.y_train), (f_va, ds.y_val), w, b)
+            collapse["val_pred"], info["val_pred"] = label_free_collapse(f_tr, ds.y_train, f_va, z_va, w, b,
+                                                                         ds.num_classes)
+        collapse["test_pred"], info["test_pred"] = label_free_collapse(f_tr, ds.y_train, f_te, z_te, w, b,
+                                                                       ds.num_classes)
     timings["collapse"] = time.perf_counter() - t
+    t = time.perf_counter()
+    measures_ = baseline_measures(model, z_tr, ds.y_train)
+    measures_info: dict = {}
+    if cfg.measures:
+        from .measures import generalization_measures
+
+        gm = generalization_measures(model, ds.x_train, ds.y_train, init_state=init_state, seed=cfg.seed)
+        measures_.update(gm["values"])
+        measures_info = dict(gm["info"])
+        if init_state is None and init_note:
+            measures_info["initial_weights"] = init_note
+    else:
+        measures_info["note"] = "generalization measures switched off (measures: false)"
+    timings["measures"] = time.perf_counter() - t
+    estimators = accuracy_estimators(z_te, z_va, ds.y_val)
+    predictions = {"test": encode_labels(z_te.argmax(1))}
     t = time.perf_counter()
     robustness = robustness_curve(model, ds.x_test, ds.y_test, cfg.attack, seed=cfg.seed, progress=progress)
     extra = [robustness_curve(model, ds.x_test, ds.y_test, a, seed=cfg.seed, progress=progress)
              for a in cfg.extra_attacks]
     timings["attack"] = time.perf_counter() - t
-    return {"accuracy": acc, "collapse": collapse, "measures": measures(model, z_tr, ds.y_train),
+    eps = cfg.adv_collapse_budget()
+    if eps is not None:
+        t = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", CollapseWarning)
+            for split, x, y in (("train_adv", ds.x_train, ds.y_train), ("test_adv", ds.x_test, ds.y_test)):
+                idx = _seeded_subset(x.shape[0], cfg.adv_collapse_points)
+                collapse[split], info[split] = adversarial_collapse(model, x[idx], y[idx], cfg.attack, eps,
+                                                                    seed=cfg.seed, weight=w, bias=b)
+        timings["adv_collapse"] = time.perf_counter() - t
+    return {"accuracy": acc, "collapse": collapse, "collapse_info": info, "measures": measures_,
+            "measures_info": measures_info, "estimators": estimators, "predictions": predictions,
             "robustness": robustness, "extra_robustness": extra, "timings": timings}
 
 
@@ -76,8 +259,6 @@ def log_epochs(epochs: int, n: int) -> list[int]:
     """About ``n`` log-spaced epochs in 1..epochs, always with the first and the last."""
     if n <= 0:
         return []
-    import numpy as np
-
     return sorted({int(round(e)) for e in np.geomspace(1, epochs, num=max(n, 2))} | {1, epochs})
 
 
@@ -124,10 +305,64 @@ def check_fits(model, ds: Dataset, path: str, target: str | None = None) -> None
                               f"{target} has {ds.input_shape}")
 
 
-def prepare(cfg: EvaluateConfig, *, checkpoint: str | None = None, progress: bool = True, trust: bool = False):
-    """Dataset and model (trained here, or loaded from ``checkpoint``), with what training did.
+# ----------------------------------------------------------------------------------------- models
 
-    Returns ``(dataset, model, train_result or None, device, timings)``.
+def model_file(folder: str | Path, cfg: EvaluateConfig) -> Path:
+    """Where the model that ``cfg`` trains is kept: ``<folder>/<training id>.safetensors``, the training id being
+    the digest of :func:`ncbench.identity.training_identity` (dataset and training options, architecture,
+    recipe, seed), so that every job that trains the same model with other attacks or measures reuses it."""
+    return Path(folder) / f"{digest(training_identity(cfg))}.safetensors"
+
+
+def _initial_model(spec, seed: int) -> Classifier:
+    torch.manual_seed(int(seed))
+    return create_model(spec.arch, input_shape=spec.input_shape, num_classes=spec.num_classes, mean=spec.mean,
+                        std=spec.std, **spec.args)
+
+
+def initial_weights(model) -> tuple[dict | None, str | None]:
+    """The initial weights of a loaded model, when they can be had: an ncbench checkpoint records its training
+    seed and the initial weights' checksum, and ``torch.manual_seed(seed)`` then ``create_model`` rebuilds them
+    (checked against that checksum). Returns ``(state dict or None, why None)``."""
+    tb = getattr(model, "trained_by", None) or {}
+    seed, checksum = tb.get("seed"), tb.get("init_checksum")
+    if seed is None or checksum is None:
+        return None, ("the checkpoint does not record its initial weights (not written by ncbench 0.3): the "
+                      "measures that need them are null")
+    try:
+        init = _initial_model(model.spec, seed)
+    except Exception as err:  # a spec ncbench cannot rebuild
+        return None, f"the initial weights could not be rebuilt ({type(err).__name__}: {err})"
+    if model_checksum(init) != checksum:
+        return None, ("the rebuilt initial weights do not match the checksum the checkpoint records (another "
+                      "torch or machine draws them differently): the measures that need them are null")
+    return {k: v.detach().clone() for k, v in init.state_dict().items()}, None
+
+
+def _training_result(meta: dict) -> TrainResult | None:
+    """The training result an ncbench checkpoint carries in its metadata (None when it carries none)."""
+    rec = (meta or {}).get("result")
+    if not rec:
+        return None
+    result = TrainResult(history=rec["history"], terminal_phase_epoch=rec["terminal_phase_epoch"],
+                         wall_time_s=float(rec.get("wall_time_s", 0.0)))
+    result.collapse_history = rec.get("collapse_history", [])
+    result.adv_train_accuracy = rec.get("adv_train_accuracy")
+    result.adv_train_points = rec.get("adv_train_points")
+    return result
+
+
+def prepare(cfg: EvaluateConfig, *, checkpoint: str | None = None, progress: bool = True, trust: bool = False,
+            model_dir: str | Path | None = None, rerun: bool = False, model=None):
+    """Dataset and model (trained here, reused, loaded from ``checkpoint``, or ``model`` given in memory), with
+    what training did.
+
+    ``model_dir``: a folder of trained models (:func:`model_file`): the model is loaded from there when this
+    training ran before (unless ``rerun``), else trained and saved there. The returned model carries
+    ``initial_state`` (its weights at initialisation, or None) and ``initial_note`` (why None).
+
+    Returns ``(dataset, model, train_result or None, device, timings)``; ``train_result`` is also set for a
+    reused model (from the file's metadata) and None for a checkpoint or a model in memory.
     """
     device = resolve_device(cfg.device)
     configure_numerics(device, cfg.threads)
@@ -136,34 +371,100 @@ def prepare(cfg: EvaluateConfig, *, checkpoint: str | None = None, progress: boo
     ds = load_dataset(cfg.dataset, **cfg.loader_args())
     timings["data"] = time.perf_counter() - t
     trained: TrainResult | None = None
-    if checkpoint is not None:
+    if model is not None:
+        check_fits(model, ds, "the model")
+        prepare_model(model, device)
+        model.initial_state, model.initial_note = None, "a model given in memory: its initial weights are unknown"
+    elif checkpoint is not None:
         model = load_checkpoint(checkpoint, map_location=device, trust=trust)
         check_fits(model, ds, checkpoint)
         prepare_model(model, device)
+        model.initial_state, model.initial_note = initial_weights(model)
     else:
-        torch.manual_seed(cfg.seed)
-        model = create_model(cfg.model, input_shape=ds.input_shape, num_classes=ds.num_classes,
-                             mean=ds.mean, std=ds.std, **cfg.model_args)
-        prepare_model(model, device)
-        tracker = CollapseTracker(ds, log_epochs(cfg.train.epochs, cfg.collapse_epochs), cfg.train.weight_decay)
-        trained = train(model, ds.x_train, ds.y_train, cfg.train, seed=cfg.seed, device=device,
-                        callback=tracker, progress=progress)
-        trained.collapse_history = tracker.rows
-        timings["train"] = trained.wall_time_s
+        path = model_file(model_dir, cfg) if model_dir is not None else None
+        if path is not None and path.is_file() and not rerun:
+            model = load_checkpoint(path, map_location=device)
+            trained = _training_result(model.trained_by)
+        if trained is None:
+            model = _initial_model_for(cfg, ds)
+            init = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            prepare_model(model, device)
+            tracker = CollapseTracker(ds, log_epochs(cfg.train.epochs, cfg.collapse_epochs), cfg.train.weight_decay)
+            trained = train(model, ds.x_train, ds.y_train, cfg.train, seed=cfg.seed, device=device,
+                            callback=tracker, progress=progress)
+            trained.collapse_history = tracker.rows
+            timings["train"] = trained.wall_time_s
+            model.initial_state, model.initial_note = init, None
+            model.init_checksum = _checksum_of(init)
+            if path is not None:
+                save_checkpoint(model, path, training=training_metadata(cfg, None, trained, model.init_checksum))
+        else:
+            prepare_model(model, device)
+            model.initial_state, model.initial_note = initial_weights(model)
+            model.init_checksum = (model.trained_by or {}).get("init_checksum")
+            timings["train"] = 0.0
+            timings["train_reused"] = trained.wall_time_s
     return ds, model, trained, device, timings
 
 
-def training_metadata(cfg: EvaluateConfig, job_id: str) -> dict:
-    """What an ncbench checkpoint carries about how it was trained (read back as ``model.trained_by``)."""
-    return {"job_id": job_id, "recipe": cfg.train.effective(), "seed": int(cfg.seed),
-            "dataset": dataset_identity(cfg), "ncbench_version": __version__}
+def _initial_model_for(cfg: EvaluateConfig, ds: Dataset) -> Classifier:
+    torch.manual_seed(cfg.seed)
+    return create_model(cfg.model, input_shape=ds.input_shape, num_classes=ds.num_classes, mean=ds.mean,
+                        std=ds.std, **cfg.model_args)
+
+
+class _State:
+    """A state dict seen as a model by :func:`ncbench.models.model_checksum` (which reads ``checksum_state``)."""
+
+    def __init__(self, state: dict) -> None:
+        self.state = state
+
+    def checksum_state(self) -> dict:
+        return self.state
+
+
+def _checksum_of(state: dict) -> str:
+    return model_checksum(_State(state))
+
+
+def training_metadata(cfg: EvaluateConfig, job_id: str | None, trained: TrainResult | None = None,
+                      init_checksum: str | None = None) -> dict:
+    """What an ncbench checkpoint carries about how it was trained (read back as ``model.trained_by``): the job
+    id, the training id, recipe, seed, dataset, the initial weights' checksum and the training result (history,
+    collapse history), so that a later run reusing the file writes the same record."""
+    meta = {"job_id": job_id, "training_id": digest(training_identity(cfg)), "recipe": cfg.train.effective(),
+            "seed": int(cfg.seed), "dataset": dataset_identity(cfg), "ncbench_version": __version__,
+            "init_checksum": init_checksum}
+    if trained is not None:
+        meta["result"] = {"history": trained.history, "terminal_phase_epoch": trained.terminal_phase_epoch,
+                          "wall_time_s": trained.wall_time_s,
+                          "collapse_history": getattr(trained, "collapse_history", []),
+                          "adv_train_accuracy": getattr(trained, "adv_train_accuracy", None),
+                          "adv_train_points": getattr(trained, "adv_train_points", None)}
+    return meta
+
+
+def _model_info(model, checkpoint, num_parameters: int, source: str) -> dict:
+    info = {**model.spec.to_dict(), "checksum": model_checksum(model), "num_parameters": num_parameters,
+            "source": source, "checkpoint": str(Path(checkpoint).resolve()) if checkpoint else None,
+            "trained_by": getattr(model, "trained_by", None) if source != "trained" else None,
+            "init_checksum": getattr(model, "init_checksum", None) or
+            ((getattr(model, "trained_by", None) or {}).get("init_checksum")),
+            "load_notes": [getattr(model, "load_note")] if getattr(model, "load_note", None) else []}
+    if hasattr(model, "fc_fit_residual"):
+        info["fc_fit_residual"] = model.fc_fit_residual
+    return info
 
 
 def run_evaluate(cfg: EvaluateConfig, *, checkpoint: str | None = None, progress: bool = True,
-                 trust: bool = False, sweep: dict | None = None, save_model_to: str | Path | None = None) -> dict:
+                 trust: bool = False, sweep: dict | None = None, save_model_to: str | Path | None = None,
+                 model_dir: str | Path | None = None, rerun: bool = False, model=None) -> dict:
     """The whole pipeline for one config: returns the result record (not yet written).
 
     ``checkpoint``: evaluate these weights (default ``cfg.checkpoint``; None: train ``cfg``'s model).
+    ``model``: evaluate this model, held in memory, instead (see :func:`evaluate_model`).
+    ``model_dir``: keep the trained model there, keyed by its training (:func:`model_file`), and reuse it
+    when the same training ran before (``rerun``: train again).
     ``sweep``: ``{"name", "axes"}`` when a sweep runs the job (recorded, not part of the identity).
     ``save_model_to``: also write the trained model there (safetensors, with its recipe and job id).
     """
@@ -171,36 +472,37 @@ def run_evaluate(cfg: EvaluateConfig, *, checkpoint: str | None = None, progress
     trust = trust or cfg.trust_checkpoint
     t0 = time.perf_counter()
     created = datetime.now(timezone.utc)
-    ds, model, trained, device, timings = prepare(cfg, checkpoint=checkpoint, progress=progress, trust=trust)
+    ds, model, trained, device, timings = prepare(cfg, checkpoint=checkpoint if model is None else None,
+                                                  progress=progress, trust=trust, model_dir=model_dir,
+                                                  rerun=rerun, model=model)
     if trained is not None:
         wd = cfg.train.weight_decay
         ident = identity(cfg)
+        source = "trained"
     else:
         facts = checkpoint_facts(model)
         wd = facts["ls_gap_weight_decay"]
         ident = identity(cfg, checkpoint=facts)
+        source = "checkpoint" if checkpoint else "memory"
     job_id = digest(ident)
-    result = evaluate_model(model, ds, cfg, weight_decay=wd, progress=progress)
+    result = measure_model(model, ds, cfg, weight_decay=wd, init_state=model.initial_state,
+                           init_note=model.initial_note, progress=progress)
     timings.update(result.pop("timings"))
     training = None
-    measures_ = result.pop("measures")
+    measures_ = result["measures"]
     measures_["final_train_loss"] = None
     if trained is not None:
         final_loss = trained.history[-1]["loss"]
         training = {"terminal_phase_epoch": trained.terminal_phase_epoch, "final_loss": final_loss,
                     "precision": cfg.train.precision, "history": trained.history,
-                    "collapse_history": trained.collapse_history}
+                    "collapse_history": trained.collapse_history, "recipe": cfg.train.describe(),
+                    "adv_train_points": getattr(trained, "adv_train_points", None)}
         measures_["final_train_loss"] = final_loss
+        result["accuracy"]["train_adv"] = getattr(trained, "adv_train_accuracy", None)
         if save_model_to is not None:
-            save_checkpoint(model, save_model_to, training=training_metadata(cfg, job_id))
+            save_checkpoint(model, save_model_to,
+                            training=training_metadata(cfg, job_id, trained, getattr(model, "init_checksum", None)))
     timings["total"] = time.perf_counter() - t0
-    model_info = {**model.spec.to_dict(), "checksum": model_checksum(model),
-                  "num_parameters": measures_["num_parameters"],
-                  "source": "checkpoint" if checkpoint else "trained",
-                  "checkpoint": str(Path(checkpoint).resolve()) if checkpoint else None,
-                  "trained_by": getattr(model, "trained_by", None) if checkpoint else None}
-    if hasattr(model, "fc_fit_residual"):
-        model_info["fc_fit_residual"] = model.fc_fit_residual
     record = {
         "schema_version": SCHEMA_VERSION,
         "kind": "ncbench.evaluate",
@@ -209,26 +511,88 @@ def run_evaluate(cfg: EvaluateConfig, *, checkpoint: str | None = None, progress
             "job_id": job_id, "identity": ident, "ncbench_version": __version__, "versions": versions(),
             "environment": environment(device, memory_format=memory_format_name(model)),
             "seed": cfg.seed, "config": cfg.to_dict(), "sweep": sweep, "dataset": ds.describe(),
-            "model": model_info, "ls_gap_weight_decay": wd, "wall_time_s": timings,
+            "model": _model_info(model, checkpoint if source == "checkpoint" else None, measures_["num_parameters"],
+                                 source),
+            "ls_gap_weight_decay": wd, "wall_time_s": timings,
         },
         "training": training,
-        "measures": measures_,
         **result,
     }
     return validate_record(record)
 
 
+def evaluate_model(model, *, dataset: str = "mnist1d", attack=None, config: dict | None = None,
+                   progress: bool = True, **options) -> dict:
+    """Evaluate a model held in memory with the pipeline of ``ncbench evaluate``; returns the typed record.
+
+    The model keeps its weights (nothing is trained): ncbench measures its accuracy, collapse on every
+    feature set, the generalization measures, and attacks it, exactly as for a checkpoint, and the record's
+    job id is that of its weights (the same weights saved as a checkpoint give the same job id).
+
+    Parameters
+    ----------
+    model : nn.Module
+        An ncbench ``Classifier`` (``features(x)`` -> (N, D) and a final ``fc: nn.Linear``), taking inputs in
+        [0, 1] of the dataset's shape. For a network without ``features``/``fc``, wrap it first:
+        ``ncbench.models.wrap_classifier(net, input_shape, num_classes, mean, std)`` splits it at its last
+        ``nn.Linear`` (which must produce the output).
+    dataset : str
+        A registered dataset (``ncbench.data.list_datasets()``), e.g. ``"mnist1d"``, ``"digits"``, ``"cifar10"``.
+    attack : str, dict or None
+        An attack name (``"pgd"``, ``"autoattack"``, ...) or an attack section (``{"name": "autoattack",
+        "norm": "Linf", "eps": [0, "8/255"], "n_points": 1000}``); None: the dataset's default PGD curve.
+    config : dict, optional
+        Any further config keys, as a YAML config would hold them (``dataset_args``, ``extra_attacks``,
+        ``device``, ``measures``, ...).
+    **options
+        Command-line style overrides (``seed``, ``device``, ``threads``).
+
+    Returns
+    -------
+    dict
+        The record (docs/records.md), validated.
+
+    Examples
+    --------
+    >>> from ncbench.models import create_model          # doctest: +SKIP
+    >>> record = evaluate_model(my_model, dataset="digits", attack="autoattack")   # doctest: +SKIP
+    >>> record["accuracy"]["test"], record["collapse"]["train"]["nc1"]              # doctest: +SKIP
+    """
+    from .config import build_config
+    from .models import ModelSpec
+
+    if not isinstance(model, torch.nn.Module):
+        raise InputError(f"model must be a torch nn.Module; got {type(model).__name__}")
+    if not (callable(getattr(model, "features", None)) and isinstance(getattr(model, "fc", None), torch.nn.Linear)):
+        raise InputError(f"{type(model).__name__} has no features(x) method and final fc: nn.Linear; wrap it with "
+                         "ncbench.models.wrap_classifier(net, input_shape, num_classes, mean, std)")
+    raw = dict(config or {})
+    raw["dataset"] = dataset
+    if attack is not None:
+        raw["attack"] = {"name": attack} if isinstance(attack, str) else dict(attack)
+    cfg = build_config(raw, **options)
+    if getattr(model, "spec", None) is None:
+        ds = load_dataset(cfg.dataset, **cfg.loader_args())
+        norm = getattr(model, "normalize", None)
+        mean = tuple(float(v) for v in norm.mean) if norm is not None else (0.0,)
+        std = tuple(float(v) for v in norm.std) if norm is not None else (1.0,)
+        model.spec = ModelSpec(f"memory:{type(model).__name__}", int(model.fc.out_features), ds.input_shape,
+                               mean, std, {})
+    was = model.training
+    try:
+        return run_evaluate(cfg, model=model, progress=progress)
+    finally:
+        model.train(was)
+
+
 def evaluate_job(cfg: EvaluateConfig, *, sweep: dict | None = None, checkpoint_dir: str | Path | None = None,
                  checkpoint: str | None = None, progress: bool = False) -> dict:
-    """One sweep job: :func:`run_evaluate`, with the trained model written to ``checkpoint_dir/<job_id>.safetensors``
-    (atomically) when a folder is given. Returns the record."""
-    save_to = None
+    """One sweep job: :func:`run_evaluate`, keeping the trained model as ``checkpoint_dir/<training id>.safetensors``
+    (:func:`model_file`; atomically) and reusing it when another job of the sweep trained it already. Returns
+    the record."""
     checkpoint = checkpoint if checkpoint is not None else cfg.checkpoint
-    if checkpoint_dir is not None and checkpoint is None:
-        from .identity import compute_job_id
-
-        save_to = Path(checkpoint_dir) / f"{compute_job_id(cfg)}.safetensors"
-    return run_evaluate(cfg, checkpoint=checkpoint, progress=progress, sweep=sweep, save_model_to=save_to)
+    return run_evaluate(cfg, checkpoint=checkpoint, progress=progress, sweep=sweep,
+                        model_dir=checkpoint_dir if checkpoint is None else None)
 
 
 def record_stem(record: dict) -> str:

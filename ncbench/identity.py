@@ -84,7 +84,23 @@ def identity(cfg, *, checkpoint: dict | None = None) -> dict:
         "attack": cfg.attack.identity(cfg.seed),
         "extra_attacks": [a.identity(cfg.seed) for a in cfg.extra_attacks],
         "ls_gap_weight_decay": wd,
+        "predictors": predictors_identity(cfg),
     }
+
+
+def predictors_identity(cfg) -> dict:
+    """The optional predictors a record holds: the generalization measures (on or off) and the collapse under
+    attack (its number of points and budget, or None). Everything else a record measures is always measured."""
+    eps = cfg.adv_collapse_budget()
+    adv = None if eps is None else {"points": int(cfg.adv_collapse_points), "eps": eps}
+    return {"measures": bool(cfg.measures), "adv_collapse": adv}
+
+
+def training_identity(cfg) -> dict:
+    """What determines a trained model's weights: the version, the dataset (training options included) and the
+    model with its recipe and seed. Its digest names the model file that later runs of the same training reuse
+    (``ncbench evaluate`` keeps it beside the records; a sweep beside its store)."""
+    return {"ncbench": version_key(), "dataset": dataset_identity(cfg), "model": trained_model_identity(cfg)}
 
 
 def checkpoint_facts(model) -> dict:

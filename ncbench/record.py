@@ -16,8 +16,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ._errors import InputError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 KIND = "ncbench.evaluate"
+#: the feature sets collapse is measured on (docs/metrics.md): the labelled splits, the label-free held-out
+#: ones (grouped by the network's predicted class) and the adversarial examples of training and test points
+COLLAPSE_SPLITS = ("train", "test", "val", "val_pred", "test_pred", "train_adv", "test_adv")
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)  # "0.9" is not a number
@@ -78,15 +81,44 @@ class Training(_Strict):
     precision: Literal["fp32", "bf16"]
     history: list[dict[str, float | int]]
     collapse_history: list[dict[str, Any]]
+    recipe: str | None = None  # what ran, in words (TrainConfig.describe())
+    adv_train_points: int | None = None  # adversarial training: the training points behind accuracy.train_adv
 
 
 class Measures(_Strict):
-    """Baselines of generalization-measure studies, beside the collapse metrics."""
+    """Baselines of generalization-measure studies, beside the collapse metrics (docs/measures.md): today's
+    simple ones and the measures that did best in Jiang et al. (ICLR 2020) and Dziugaite et al. (NeurIPS 2020),
+    ``None`` where a measure could not be computed (``measures_info`` says why)."""
 
     num_parameters: int
     sum_squared_weights: float | None  # sum of squares of every weight matrix / conv kernel (not BN, not biases)
     train_margin_p10: float | None  # 10th percentile over train samples of (true logit - largest other logit)
     final_train_loss: float | None  # the last epoch's mean training loss; None for a checkpoint
+    pacbayes_flatness: float | None = None
+    pacbayes_mag_flatness: float | None = None
+    pacbayes_bound: float | None = None
+    pacbayes_mag_bound: float | None = None
+    mag_sharpness: float | None = None
+    path_norm: float | None = None
+    path_norm_over_margin: float | None = None
+    dist_from_init: float | None = None
+    log_prod_spec_over_margin: float | None = None
+    log_sum_frob_over_margin: float | None = None
+    inverse_margin: float | None = None
+
+
+class Estimators(_Strict):
+    """Label-free estimates of test accuracy from the test inputs (docs/metrics.md, "Accuracy estimators")."""
+
+    confidence: float | None  # mean over test inputs of the largest softmax probability
+    atc: float | None  # ATC (Garg et al. 2022): share of test inputs whose score is above the validation threshold
+    atc_threshold: float | None  # that threshold (negative entropy), fitted on the validation split
+
+
+class EncodedLabels(_Strict):
+    encoding: Literal["base64-uint8", "base64-uint16le"]
+    n: int = Field(ge=0)
+    data: str
 
 
 class ModelInfo(_Strict):
@@ -98,10 +130,12 @@ class ModelInfo(_Strict):
     args: dict[str, Any]
     checksum: str
     num_parameters: int
-    source: Literal["trained", "checkpoint"]
+    source: Literal["trained", "checkpoint", "memory"]  # memory: ncbench.evaluate_model on a model in memory
     checkpoint: str | None
     trained_by: dict[str, Any] | None
     fc_fit_residual: float | None = None  # torch.export programs: how well the fitted fc reproduces the logits
+    init_checksum: str | None = None  # the initial weights' checksum (trained here, or recorded by ncbench)
+    load_notes: list[str] = Field(default_factory=list)  # what loading did to the file (a stripped prefix)
 
 
 class SweepInfo(_Strict):
@@ -127,17 +161,26 @@ class Provenance(_Strict):
 class Accuracy(_Strict):
     train: float = Field(ge=0, le=1)
     test: float = Field(ge=0, le=1)
+    val: float | None = Field(ge=0, le=1)  # None without a validation split
+    train_adv: float | None = Field(ge=0, le=1)  # adversarially trained: robust training accuracy (PGD-10)
+
+
+Split = Literal["train", "test", "val", "val_pred", "test_pred", "train_adv", "test_adv"]
 
 
 class Record(_Strict):
-    schema_version: Literal[2]
+    schema_version: Literal[3]
     kind: Literal["ncbench.evaluate"]
     created: str
     provenance: Provenance
     training: Training | None
     accuracy: Accuracy
-    collapse: dict[Literal["train", "test"], dict[str, float]]
+    collapse: dict[Split, dict[str, float | None]]
+    collapse_info: dict[str, dict[str, Any]]
     measures: Measures
+    measures_info: dict[str, Any]
+    estimators: Estimators
+    predictions: dict[Literal["test"], EncodedLabels]
     robustness: Robustness
     extra_robustness: list[Robustness]
 
@@ -160,19 +203,39 @@ def validate_record(record: dict) -> dict:
 
 
 def upgrade_record(record: dict) -> dict:
-    """``record`` in the current schema: schema-1 records (ncbench 0.1) are migrated, the current version is
-    validated, anything else is refused (a newer version needs a newer ncbench)."""
+    """``record`` in the current schema: records of schema 1 (ncbench 0.1) and 2 (ncbench 0.2) are migrated, the
+    current version is validated, anything else is refused (a newer version needs a newer ncbench)."""
     if not isinstance(record, dict) or record.get("kind") != KIND:
         raise InputError("not an ncbench evaluate record (its 'kind' is not 'ncbench.evaluate')")
     version = record.get("schema_version")
     if version == SCHEMA_VERSION:
         return validate_record(record)
+    if version == 2:
+        return validate_record(_from_v2(record))
     if version == 1:
-        return validate_record(_from_v1(record))
+        return validate_record(_from_v2(_from_v1(record)))
     if isinstance(version, int) and version > SCHEMA_VERSION:
         raise InputError(f"the record has schema_version {version}, newer than this ncbench reads "
                          f"({SCHEMA_VERSION}): upgrade ncbench")
     raise InputError(f"unknown record schema_version {version!r}")
+
+
+# ------------------------------------------------------------------------------------------ schema 2 -> 3
+
+def _from_v2(rec: dict) -> dict:
+    """ncbench 0.2's record -> schema 3: the same numbers, and nothing claimed that 0.2 did not measure: no
+    validation split (``accuracy.val`` null), no label-free or under-attack collapse, no generalization measures
+    beyond 0.2's baselines, no estimators and no stored predictions. The job id and identity stay 0.2's."""
+    import copy
+
+    out = copy.deepcopy(rec)
+    out["schema_version"] = SCHEMA_VERSION
+    out["accuracy"] = {**out["accuracy"], "val": None, "train_adv": None}
+    out["collapse_info"] = {}
+    out["measures_info"] = {"note": "migrated from schema 2: ncbench 0.2 computed only the baselines"}
+    out["estimators"] = {"confidence": None, "atc": None, "atc_threshold": None}
+    out["predictions"] = {}
+    return out
 
 
 # ------------------------------------------------------------------------------------------ schema 1 -> 2
@@ -242,13 +305,14 @@ def _from_v1(rec: dict) -> dict:
     if model.get("source") == "checkpoint":
         checkpoint = {"checksum": model["checksum"], "spec": spec, "ls_gap_weight_decay": None}
     ident = identity(cfg, checkpoint=checkpoint)
+    ident.pop("predictors", None)  # 0.2's rules: the predictors ncbench 0.3 added were not in the identity
     ident["ncbench"] = ".".join(str(prov.get("ncbench_version", "0.1.0")).split(".")[:2])
     training = rec.get("training")
     if training is not None:
         training = {**training, "precision": train["precision"]}
     rob = rec["robustness"]
     return {
-        "schema_version": SCHEMA_VERSION, "kind": KIND, "created": rec["created"],
+        "schema_version": 2, "kind": KIND, "created": rec["created"],
         "provenance": {
             "job_id": digest(ident), "identity": ident, "ncbench_version": prov.get("ncbench_version", "0.1.0"),
             "versions": {"torch": prov.get("torch_version"), "python": prov.get("python_version")},

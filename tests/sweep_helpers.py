@@ -50,9 +50,9 @@ def robustness(name="pgd", eps=(0.0, 0.1), robust=(0.9, 0.4), *, reliable=True, 
 def make_record(job_id, *, dataset="digits", model="mlp", seed=0, sweep=None, axes=None, train_acc=1.0,
                 test_acc=0.9, eps=(0.0, 0.1), robust=(0.9, 0.4), wall=2.0, nc1=(0.1, 0.5), reliable=True,
                 extra=None, margin=None, terminal_phase_epoch=3, environment=None, created="2026-01-01T00:00:00+00:00"):
-    """A valid schema-2 record (ncbench.record.validate_record) with the fields the frame reads."""
+    """A valid schema-3 record (ncbench.record.validate_record) with the fields the frame reads."""
     return {
-        "schema_version": 2, "kind": "ncbench.evaluate", "created": created,
+        "schema_version": 3, "kind": "ncbench.evaluate", "created": created,
         "provenance": {
             "job_id": job_id, "identity": {"dataset": dataset}, "ncbench_version": "0.2.0", "versions": {},
             "environment": dict(environment or {}), "seed": seed,
@@ -67,11 +67,15 @@ def make_record(job_id, *, dataset="digits", model="mlp", seed=0, sweep=None, ax
         },
         "training": {"terminal_phase_epoch": terminal_phase_epoch, "final_loss": 0.01, "precision": "fp32",
                      "history": [], "collapse_history": []},
-        "accuracy": {"train": float(train_acc), "test": float(test_acc)},
+        "accuracy": {"train": float(train_acc), "test": float(test_acc), "val": None, "train_adv": None},
         "collapse": {"train": {"nc1": float(nc1[0]), "nc2_equinorm": 0.2},
                      "test": {"nc1": float(nc1[1]), "nc2_equinorm": 0.3}},
+        "collapse_info": {},
         "measures": {"num_parameters": 1234, "sum_squared_weights": 56.5, "train_margin_p10": 1.5,
                      "final_train_loss": 0.01},
+        "measures_info": {},
+        "estimators": {"confidence": None, "atc": None, "atc_threshold": None},
+        "predictions": {},
         "robustness": robustness("pgd", eps, robust, reliable=reliable, margin=margin, seed=seed),
         "extra_robustness": list(extra or []),
     }

@@ -101,7 +101,7 @@ def _check_record(rec, n_train, n_test):
     from ncbench.record import validate_record
 
     validate_record(rec)
-    assert rec["schema_version"] == 2
+    assert rec["schema_version"] == 3
     prov = rec["provenance"]
     assert prov["dataset"]["n_train"] == n_train and prov["dataset"]["n_test"] == n_test
     assert len(prov["job_id"]) == 64 and prov["versions"]["torch"] == torch.__version__

@@ -60,13 +60,13 @@ def test_fixed_checkpoint_reproduces_its_committed_numbers():
 def test_the_tolerance_would_catch_a_different_model(digits_model):
     """The comparison is not vacuous: the conftest's other digits model fails it."""
     from ncbench.config import build_config
-    from ncbench.evaluate import evaluate_model
+    from ncbench.evaluate import measure_model
 
     regen = _regen()
     cfg = build_config(regen.CONFIG)
     from ncbench.data import load_dataset
 
-    other = evaluate_model(digits_model, load_dataset("digits"), cfg, weight_decay=None, progress=False)
+    other = measure_model(digits_model, load_dataset("digits"), cfg, weight_decay=None, progress=False)
     with pytest.raises(AssertionError):
         assert_agree(other, EXPECTED)
 

@@ -36,6 +36,8 @@ def with_attack(**attack):
     ({"train": {"epochs": 3, "amp": False}}, {}),  # 0.1's flag, off: fp32 as the default
     (with_attack(eps=[0.0, "8/255"]), with_attack(eps=[0, 0.0313725490196])),  # one budget, two spellings
     (with_attack(batch_size=7), with_attack(batch_size=1000)),  # PGD attacks each point on its own
+    # AutoAttack's components are seeded per point position (fixed chunks), not per batch: one job, one result
+    (with_attack(name="autoattack", batch_size=50), with_attack(name="autoattack", batch_size=60)),
     # one setting, written as an int or a float, or as YAML reads 5e-4 (a string): one type after coercion
     ({"train": {"epochs": 3, "weight_decay": 0}}, {"train": {"epochs": 3, "weight_decay": 0.0}}),
     ({"train": {"epochs": 3, "lr": 1}}, {"train": {"epochs": 3, "lr": 1.0}}),
@@ -70,7 +72,6 @@ def test_settings_of_other_attacks_leave_the_id_alone(name, norm, unused):
     (with_attack(steps=3), with_attack(steps=4)),
     (with_attack(precision="bf16"), {}),
     (with_attack(n_points=60), with_attack(n_points=61)),
-    (with_attack(name="autoattack", batch_size=50), with_attack(name="autoattack", batch_size=60)),  # seeds/batch
     ({"dataset_args": {"label_noise": 0.1}}, {}),
     ({"dataset_args": {"label_noise": 0.1, "subset_seed": 1}}, {"dataset_args": {"label_noise": 0.1}}),
     ({"collapse_epochs": 3}, {}),
@@ -142,19 +143,26 @@ def test_checkpoint_records_carry_the_training_seed_and_weight_decay(tmp_path):
     from ncbench.evaluate import evaluate_job, record_stem, run_evaluate
     from ncbench.models import load_checkpoint, save_checkpoint
 
+    from ncbench.evaluate import model_file
+    from ncbench.identity import digest, training_identity
+
     trained_cfg = build_config(DIGITS, seed=1, device="cpu")
     trained = evaluate_job(trained_cfg, checkpoint_dir=tmp_path)
-    ckpt = tmp_path / f"{trained['provenance']['job_id']}.safetensors"
+    ckpt = model_file(tmp_path, trained_cfg)  # keyed by the training, which several jobs share
     assert ckpt.exists()
     loaded = run_evaluate(build_config(DIGITS, device="cpu"), checkpoint=str(ckpt), progress=False)
     assert record_stem(loaded).startswith("digits-mlp-s1-")
-    assert loaded["provenance"]["model"]["trained_by"]["job_id"] == trained["provenance"]["job_id"]
+    assert loaded["provenance"]["model"]["trained_by"]["training_id"] == digest(training_identity(trained_cfg))
+    # the initial weights are rebuilt from the recorded seed and checked against the recorded checksum
+    assert loaded["provenance"]["model"]["init_checksum"] == trained["provenance"]["model"]["init_checksum"]
+    assert loaded["measures"]["dist_from_init"] == pytest.approx(trained["measures"]["dist_from_init"], rel=1e-12)
     assert loaded["provenance"]["ls_gap_weight_decay"] == trained_cfg.train.weight_decay
     assert loaded["collapse"]["train"]["ls_gap"] == pytest.approx(trained["collapse"]["train"]["ls_gap"], rel=1e-9)
     foreign = save_checkpoint(load_checkpoint(ckpt), tmp_path / "foreign.safetensors")  # no training metadata
     rec = run_evaluate(build_config(DIGITS, device="cpu"), checkpoint=str(foreign), progress=False)
     assert rec["provenance"]["ls_gap_weight_decay"] is None
     assert record_stem(rec).startswith("digits-mlp-ckpt")
+    assert rec["measures"]["dist_from_init"] is None and "initial weights" in rec["measures_info"]["initial_weights"]
     assert rec["collapse"]["train"]["ls_gap"] != loaded["collapse"]["train"]["ls_gap"]
 
 

@@ -1,4 +1,4 @@
-"""The record's typed shape, its validator, and the migration of 0.1 records."""
+"""The record's typed shape, its validator, and the migration of 0.1 and 0.2 records."""
 
 import copy
 import json
@@ -15,7 +15,7 @@ V1 = Path(__file__).parent / "data" / "v1-record-digits.json"
 
 def test_a_fresh_record_is_valid_and_complete(digits_record):
     rec = validate_record(copy.deepcopy(digits_record))
-    assert rec["schema_version"] == SCHEMA_VERSION == 2
+    assert rec["schema_version"] == SCHEMA_VERSION == 3
     assert len(rec["extra_robustness"]) == 1 and rec["extra_robustness"][0]["name"] == "fgsm"
     env = rec["provenance"]["environment"]
     assert env["threads"] >= 1 and env["cpu_capability"] and env["tf32_matmul"] is False
@@ -60,10 +60,11 @@ def test_v1_records_are_upgraded():
     old = json.loads(V1.read_text())
     assert old["schema_version"] == 1
     new = upgrade_record(copy.deepcopy(old))
-    assert new["schema_version"] == 2
+    assert new["schema_version"] == 3
     raw = copy.deepcopy(old["provenance"]["config"])
     assert raw["train"].pop("amp") is True  # 0.1's default, which meant bf16 on CUDA only: this ran on a CPU
     expected = identity(build_config(raw))
+    expected.pop("predictors")  # 0.2's identity rules: no optional predictors
     expected["ncbench"] = "0.1"  # 0.1 computed some numbers differently: not the same job as 0.2's
     assert new["provenance"]["identity"] == expected
     assert new["provenance"]["job_id"] == digest(expected)
@@ -80,8 +81,23 @@ def test_v1_records_are_upgraded():
     assert new["measures"]["final_train_loss"] == old["training"]["final_loss"]
 
 
+def test_v2_records_are_upgraded_claiming_nothing_0_2_did_not_measure():
+    """A record of the committed ncbench 0.2 export (leaderboards/data at 0.2, kept in tests/data)."""
+    old = json.loads((Path(__file__).parent / "data" / "v2-record-digits.json").read_text())
+    assert old["schema_version"] == 2
+    new = upgrade_record(copy.deepcopy(old))
+    assert new["schema_version"] == 3
+    # catches: a migration that changes the identity (the same 0.2 job would be stored twice) or the numbers
+    assert new["provenance"] == old["provenance"] and new["collapse"] == old["collapse"]
+    assert new["accuracy"] == {**old["accuracy"], "val": None, "train_adv": None}
+    assert new["estimators"] == {"confidence": None, "atc": None, "atc_threshold": None}
+    assert new["predictions"] == {} and new["collapse_info"] == {}
+    assert {k: v for k, v in new["measures"].items() if v is not None} == \
+        {k: v for k, v in old["measures"].items() if v is not None}
+
+
 def test_unknown_versions_and_non_records_are_refused(digits_record):
-    newer = dict(copy.deepcopy(digits_record), schema_version=3)
+    newer = dict(copy.deepcopy(digits_record), schema_version=4)
     with pytest.raises(InputError, match="newer than this ncbench reads"):
         upgrade_record(newer)
     with pytest.raises(InputError, match="not an ncbench evaluate record"):

@@ -173,3 +173,17 @@ def test_evaluate_mnist_end_to_end_with_its_defaults(tmp_path, capsys):
     assert rec["robustness"]["eps"] == [0.0, 0.1, 0.2, 0.3]
     assert rec["provenance"]["environment"]["memory_format"] == "channels_last"
     assert "data_dir" not in json.dumps(rec["provenance"]["identity"])
+
+
+def test_downloaded_but_unextracted_files_are_named_with_what_to_do(tmp_path):
+    # catches: the generic "not found ... (pass --download)" message when the .gz files are right there
+    import gzip
+
+    write_mnist_like(tmp_path, "MNIST", np.random.default_rng(0))
+    raw = tmp_path / "MNIST" / "raw"
+    for path in list(raw.iterdir()):
+        with gzip.open(raw / (path.name + ".gz"), "wb") as f:
+            f.write(path.read_bytes())
+        path.unlink()
+    with pytest.raises(InputError, match=r"compressed files are under .*train-images-idx3-ubyte\.gz.*not extracted.*--download"):
+        load_dataset("mnist", data_dir=str(tmp_path))

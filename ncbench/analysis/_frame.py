@@ -238,13 +238,26 @@ def resolve_axes(frame: pd.DataFrame, axes) -> list[str]:
     return names_arg(axes, "axes")
 
 
-CONDITIONAL_PREFIX = "conditional_robust_accuracy@"
+CONDITIONAL_PREFIX = "conditional_"
 
 
 def is_robustness_target(name: str) -> bool:
-    """An accuracy under attack at a budget: ``robust_accuracy@*``, ``<attack>_<norm>_accuracy@*`` and
-    ``conditional_robust_accuracy@*``."""
+    """An accuracy under attack at a budget: ``robust_accuracy@*``, ``<attack>_<norm>_accuracy@*`` and their
+    ``conditional_*`` versions."""
     return "_accuracy@" in name
+
+
+def is_conditional(name: str) -> bool:
+    """Robust over clean accuracy on the attacked points: ``conditional_robust_accuracy@*``,
+    ``conditional_<attack>_<norm>_accuracy@*``."""
+    return name.startswith(CONDITIONAL_PREFIX) and "_accuracy@" in name
+
+
+def attack_prefix(name: str) -> str:
+    """The attack's prefix of a robustness column, which names its point count and clean accuracy
+    (``<prefix>_n_points``, ``<prefix>_clean_accuracy``): ``robust`` for the main attack, else
+    ``<attack>_<norm>``."""
+    return name.removeprefix(CONDITIONAL_PREFIX).partition("_accuracy@")[0]
 
 
 def default_targets(frame: pd.DataFrame) -> list[str]:
@@ -253,7 +266,7 @@ def default_targets(frame: pd.DataFrame) -> list[str]:
     ``fab_margin``: those the frame has with at least one value, in that order."""
     cols = [str(c) for c in frame.columns]
     robust = [c for c in cols if c.startswith("robust_accuracy@")]
-    conditional = [c for c in cols if c.startswith(CONDITIONAL_PREFIX)]
+    conditional = [c for c in cols if is_conditional(c)]
     extra = [c for c in cols if "_accuracy@" in c and c not in robust and c not in conditional]
     out = [c for c in ("test_accuracy", "generalization_gap") if c in cols] + robust + extra + conditional
     out += [c for c in ("fab_margin",) if c in cols]

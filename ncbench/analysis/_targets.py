@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ._frame import CONDITIONAL_PREFIX, Grid, is_complete, is_robustness_target, numeric_column
+from ._frame import Grid, attack_prefix, is_complete, is_conditional, is_robustness_target, numeric_column
 from ._stats import NOISE_RATIO, binomial_se, varies_above_noise
 
 #: Test-set sizes of each dataset's default split (ncbench.data), used when the frame has no ``n_test``.
@@ -104,16 +104,22 @@ def target_points(frame: pd.DataFrame, target: str) -> tuple[np.ndarray | None, 
         return points(frame, "train")
     if target == "val_accuracy":
         return points(frame, "val")
-    if target.startswith(CONDITIONAL_PREFIX):
-        n, source, warn = points(frame, "robust")
+    if is_robustness_target(target):
+        prefix = attack_prefix(target)
+        own = f"{prefix}_n_points"  # each attack's own point count (the main attack's: robust_n_points)
+        if is_complete(frame, own):
+            n, source, warn = numeric_column(frame, own), own, ""
+        else:
+            n, source, warn = points(frame, "robust")
         if n is None:
             return None, "", ""
-        clean = next((c for c in ("attack_clean_accuracy", "test_accuracy") if is_complete(frame, c)), None)
+        if not is_conditional(target):
+            return n, source, warn
+        clean = next((c for c in (f"{prefix}_clean_accuracy", "attack_clean_accuracy", "test_accuracy")
+                      if is_complete(frame, c)), None)
         if clean is None:
             return None, "", ""
         return n * numeric_column(frame, clean), f"{source} x {clean}", warn
-    if is_robustness_target(target):
-        return points(frame, "robust")
     return None, "", ""
 
 

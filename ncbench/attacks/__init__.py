@@ -9,7 +9,7 @@ from ._autoattack import autoattack_components
 from ._config import ATTACKS, MARGINS, NORMS, PRECISIONS, AttackConfig, JobContext, list_attacks, register_attack
 from ._library import min_perturbation_fab
 from ._pgd import pgd
-from ._run import robust_at, robustness_curve
+from ._run import adversarial_examples, robust_at, robustness_curve
 
-__all__ = ["ATTACKS", "MARGINS", "NORMS", "PRECISIONS", "AttackConfig", "JobContext", "autoattack_components",
-           "list_attacks", "min_perturbation_fab", "pgd", "register_attack", "robust_at", "robustness_curve"]
+__all__ = ["ATTACKS", "MARGINS", "NORMS", "PRECISIONS", "AttackConfig", "JobContext", "adversarial_examples",
+           "autoattack_components", "list_attacks", "min_perturbation_fab", "pgd", "register_attack", "robust_at", "robustness_curve"]

@@ -264,3 +264,52 @@ def _curve(model, x, y, cfg: AttackConfig, seed: int, progress: bool) -> dict:
 def robust_at(result: dict, eps: float) -> list[bool]:
     """Per point, whether it is still robust at budget ``eps`` of the result's grid (from ``first_fooled_eps``)."""
     return [f is None or f > eps for f in result["first_fooled_eps"]]
+
+
+def adversarial_examples(model: nn.Module, x, y, cfg: AttackConfig, eps: float, *, seed: int = 0) -> torch.Tensor:
+    """The adversarial example of every point of ``x`` from ``cfg``'s attack at one budget ``eps``.
+
+    What the attack returns for each point, every point attacked (also those misclassified clean): a gradient
+    attack's first iterate that fools the model, or its last iterate where none does; a minimal-norm attack's
+    smallest example where it is within ``eps``, else the point itself. Seeded as the robustness curve is (the
+    job's ``seed``, the attack and its settings, the budget, each point's position in ``x``), eval mode, with
+    torch's global random state restored after. Used for collapse under attack (``train_adv``, ``test_adv``).
+
+    Returns a tensor shaped like ``x`` on the model's device.
+    """
+    from ..features import model_device
+
+    x, y = as_inputs(model, x, y, who="adversarial_examples")
+    if not (float(x.min()) >= 0.0 and float(x.max()) <= 1.0):
+        raise InputError(f"inputs must lie in [0, 1]; got values in [{float(x.min()):.3g}, {float(x.max()):.3g}]")
+    if not eps > 0:
+        return x.to(model_device(model)).clone()
+    device = model_device(model)
+    x, y = x.to(device), y.to(device)
+    was_training = model.training
+    model.eval()
+    frozen = [p for p in model.parameters() if p.requires_grad]
+    for p in frozen:
+        p.requires_grad_(False)
+    try:
+        with preserved_global_rng(device):
+            num_classes = check_model_output(model, x, y)
+            fmt = _InFormat(model).eval()
+            target = StableArgmax(Autocast(fmt) if cfg.precision == "bf16" else fmt,
+                                  DECISION_RTOL[cfg.precision]).eval()
+            job = JobContext(seed=int(seed))
+            idx = torch.arange(x.shape[0], device=device)
+            factory = ATTACKS.get(cfg.name)
+            if getattr(factory, "minimal_norm", False):
+                quiet = _Progress(0, "", False)
+                return _thresholded(_smallest_examples(target, x, y, idx, cfg, num_classes, job, quiet),
+                                    float(eps))(x, y, idx)[0]
+            attack = factory(target, float(eps), cfg, num_classes, job, x)
+            adv = x.clone()
+            for b in _batches(idx, cfg):
+                adv[b] = attack(x[b], y[b], b)[0].detach()
+            return adv
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+        model.train(was_training)

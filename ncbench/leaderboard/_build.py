@@ -141,6 +141,7 @@ def board_sweep(grid, board, checkpoints: Path, statuses: dict, committed: dict 
     """
     from ..config import build_config
     from ..data import TRAINING_SET_ARGS
+    from ..evaluate import model_file
     from ..identity import compute_job_id
     from ..sweep._grid import Sweep, SweepJob
     from ._submit import board_config
@@ -155,7 +156,7 @@ def board_sweep(grid, board, checkpoints: Path, statuses: dict, committed: dict 
         if statuses.get(job_id) != "done":
             raise InputError(f"cell {job.cell} {job.axes} of sweep {grid.name} is not done (its job "
                              f"{job_id[:16]} is {statuses.get(job_id) or 'not stored'}); run the sweep first")
-        path = checkpoints / f"{job_id}.safetensors"
+        path = model_file(checkpoints, build_config(job.config))  # where the sweep kept the trained model
         if not path.is_file() and (committed or {}).get(job_id) is not None:
             path = committed[job_id]
         if not path.is_file():
@@ -259,8 +260,9 @@ def build(grid_path: str, *, store: str, leaderboards: str = "leaderboards", boa
     command = f"ncbench leaderboard build {source}" + (" --no-boards" if no_boards else "")
     written += write_measures_board(table, lb / MEASURES / grid.name, sweep=grid.name, command=command,
                                     n_models=len(frame),
-                                    source_note=f"{len(frame)} models of sweep {grid.name} "
-                                                f"({source}); data: leaderboards/data/{grid.name}/")
+                                    source_note=(f"{grid.note} " if grid.note else "")
+                                    + f"{len(frame)} models of sweep {grid.name} ({source}); data: "
+                                      f"leaderboards/data/{grid.name}/")
     if board_ids:
         for path in stray_weights(lb):  # weights a rebuilt entry no longer names
             path.unlink()

@@ -11,10 +11,17 @@ from ._jobs import _as_store
 
 #: the frame's fixed columns after the axes, in order (docs/records.md, "the frame")
 _ID_COLUMNS = ("job_id", "sweep", "dataset", "model", "seed")
-_ACCURACY_COLUMNS = ("train_accuracy", "test_accuracy", "generalization_gap")
+_ACCURACY_COLUMNS = ("train_accuracy", "test_accuracy", "generalization_gap", "val_accuracy", "train_adv_accuracy",
+                     "n_train", "n_val", "n_test")
 _MEASURE_COLUMNS = ("num_parameters", "sum_squared_weights", "train_margin_p10", "final_train_loss",
                     "terminal_phase_epoch")
+#: the record's measures that keep their plain names as frame columns (ncbench 0.2's baselines); every other
+#: measure is ``measures.<name>``
+_PLAIN_MEASURES = ("num_parameters", "sum_squared_weights", "train_margin_p10", "final_train_loss")
 _TAIL_COLUMNS = ("reliable", "wall_time_s")
+#: collapse feature sets in column order: the predictors that read no test labels, then those that do
+COLLAPSE_SPLITS = ("train", "val", "val_pred", "test_pred", "train_adv", "test", "test_adv")
+ESTIMATORS = ("confidence", "atc", "gde")
 
 
 def _flat_axis_value(value):
@@ -38,6 +45,24 @@ def _attack_key(att: dict) -> str:
     return f"{str(att.get('name', 'attack')).lower()}_{att.get('norm', '')}".rstrip("_")
 
 
+def _attack_columns(row: dict, att: dict, prefix: str) -> list[str]:
+    """One attack's columns: ``<prefix>_accuracy@<eps>`` and ``conditional_<prefix>_accuracy@<eps>`` (robust
+    accuracy over clean accuracy on the attacked points) per budget > 0, ``<prefix>_n_points`` and
+    ``<prefix>_clean_accuracy``. Returns the robust-accuracy column names, in curve order."""
+    cols = []
+    clean = _num(att.get("clean_accuracy"))
+    row[f"{prefix}_n_points"] = _num(att.get("n_points"))
+    row[f"{prefix}_clean_accuracy"] = clean
+    for point in att.get("curve") or []:
+        if _num(point.get("eps")) > 0:
+            label = eps_label(point["eps"])
+            col = f"{prefix}_accuracy@{label}"
+            row[col] = _num(point.get("robust_accuracy"))
+            row[f"conditional_{col}"] = row[col] / clean if clean > 0 else math.nan
+            cols.append(col)
+    return cols
+
+
 def _row(record: dict, sweep: str | None, axes: dict, by_attack: bool = False) -> tuple[dict, list[str], list[str]]:
     """One frame row from a record; also the budget and extra-attack column names it produced, in order.
 
@@ -48,20 +73,26 @@ def _row(record: dict, sweep: str | None, axes: dict, by_attack: bool = False) -
     acc = record.get("accuracy") or {}
     measures = record.get("measures") or {}
     training = record.get("training") or {}
+    dataset = prov.get("dataset") or {}
     row = {f"__axis__{k}": _flat_axis_value(v) for k, v in axes.items()}
     row.update({
         "job_id": prov.get("job_id"),
         "sweep": sweep if sweep is not None else ((prov.get("sweep") or {}).get("name")
                                                   if isinstance(prov.get("sweep"), dict) else None),
-        "dataset": (prov.get("dataset") or {}).get("name"),
+        "dataset": dataset.get("name"),
         "model": (prov.get("model") or {}).get("arch"),
         "seed": prov.get("seed"),
         "train_accuracy": _num(acc.get("train")),
         "test_accuracy": _num(acc.get("test")),
+        "val_accuracy": _num(acc.get("val")),
+        "train_adv_accuracy": _num(acc.get("train_adv")),
+        "n_train": _num(dataset.get("n_train")),
+        "n_val": _num(dataset.get("n_val", 0)),
+        "n_test": _num(dataset.get("n_test")),
     })
     row["generalization_gap"] = row["train_accuracy"] - row["test_accuracy"]
     collapse = record.get("collapse") or {}
-    for split in ("train", "test"):
+    for split in COLLAPSE_SPLITS:
         for metric, value in (collapse.get(split) or {}).items():
             row[f"{split}.{metric}"] = _num(value)
     budgets, extras = [], []
@@ -69,24 +100,14 @@ def _row(record: dict, sweep: str | None, axes: dict, by_attack: bool = False) -
     reliable = bool(main.get("reliable", False)) if main else False
     if main:
         row["attack"] = main.get("label") or main.get("name")
-        prefix = _attack_key(main) if by_attack else "robust"
-        for point in main.get("curve") or []:
-            if _num(point.get("eps")) > 0:
-                col = f"{prefix}_accuracy@{eps_label(point['eps'])}"
-                row[col] = _num(point.get("robust_accuracy"))
-                budgets.append(col)
+        budgets = _attack_columns(row, main, _attack_key(main) if by_attack else "robust")
         margin = main.get("margin")
         if isinstance(margin, dict):
             row["fab_margin"] = _num(margin.get("mean_min_perturbation"))
             row["fab_margin_median"] = _num(margin.get("median_min_perturbation"))
     for extra in record.get("extra_robustness") or []:
-        name = _attack_key(extra)
         reliable = reliable and bool(extra.get("reliable", False))
-        for point in extra.get("curve") or []:
-            if _num(point.get("eps")) > 0:
-                col = f"{name}_accuracy@{eps_label(point['eps'])}"
-                row[col] = _num(point.get("robust_accuracy"))
-                extras.append(col)
+        extras += _attack_columns(row, extra, _attack_key(extra))
     model = prov.get("model") or {}
     for key in _MEASURE_COLUMNS:
         value = measures.get(key)
@@ -97,10 +118,42 @@ def _row(record: dict, sweep: str | None, axes: dict, by_attack: bool = False) -
         if key == "terminal_phase_epoch":
             value = training.get("terminal_phase_epoch")
         row[key] = _num(value)
+    for key, value in measures.items():
+        if key not in _PLAIN_MEASURES:
+            row[f"measures.{key}"] = _num(value)
+    estimators = record.get("estimators") or {}
+    for key in ESTIMATORS:
+        if key in estimators:
+            row[f"estimators.{key}"] = _num(estimators[key])
     row["reliable"] = reliable
     wall = prov.get("wall_time_s")
     row["wall_time_s"] = _num(wall.get("total") if isinstance(wall, dict) else wall)
     return row, budgets, extras
+
+
+def gde(predictions: list, groups: list) -> list[float]:
+    """GDE (Jiang, Nagarajan, Baek & Kolter, ICLR 2022): a model's test accuracy estimated as its agreement with
+    other runs of the same configuration on the test inputs, 1 - disagreement, averaged over the other runs.
+
+    ``predictions``: per row, an int array of test predictions (or None); ``groups``: per row, a hashable key of
+    its configuration (None: no group). Rows with no partner of the same key and test-set length get NaN.
+    """
+    import numpy as np
+
+    out = [math.nan] * len(predictions)
+    members: dict = {}
+    for i, (p, g) in enumerate(zip(predictions, groups)):
+        if p is not None and g is not None:
+            members.setdefault((g, len(p)), []).append(i)
+    for rows in members.values():
+        if len(rows) < 2:
+            continue
+        stack = np.stack([predictions[i] for i in rows])
+        agree = (stack[:, None, :] == stack[None, :, :]).mean(axis=2)  # (k, k), 1 on the diagonal
+        k = len(rows)
+        for a, i in enumerate(rows):
+            out[i] = float((agree[a].sum() - 1.0) / (k - 1))
+    return out
 
 
 def _budget_order(col: str) -> tuple:
@@ -169,18 +222,28 @@ def load_frame(store, sweep: str | None = None):
     rows, budgets, extras, metrics = [], {}, {}, {}
     mains = {_attack_key(r["robustness"]) for r in records if r.get("robustness")}
     by_attack = len(mains) > 1
+    prefixes = tuple(f"{split}." for split in COLLAPSE_SPLITS)
     for record, (name, axes) in zip(records, members):
         row, b, e = _row(record, name, axes, by_attack)
         rows.append(row)
         budgets.update(dict.fromkeys(b))
         extras.update(dict.fromkeys(e))
-        metrics.update(dict.fromkeys(k for k in row if k.startswith(("train.", "test."))))
-    metric_cols = [m for split in ("train.", "test.") for m in metrics if m.startswith(split)]
+        metrics.update(dict.fromkeys(k for k in row if k.startswith(prefixes)))
+    _add_gde(rows, records, members, axis_names)
+    metric_cols = [m for split in prefixes for m in metrics if m.startswith(split)]
     margin_cols = [c for c in ("fab_margin", "fab_margin_median") if any(c in r for r in rows)]
+    attack_cols = []
+    for col in sorted(budgets, key=_budget_order) + sorted(extras, key=_budget_order):
+        attack_cols.append(col)
+    conditional = [f"conditional_{c}" for c in attack_cols]
+    attack_meta = list(dict.fromkeys(f"{c.partition('_accuracy@')[0]}_{k}" for c in attack_cols
+                                     for k in ("n_points", "clean_accuracy")))
+    measure_cols = list(dict.fromkeys(k for r in rows for k in r if k.startswith("measures.")))
+    estimator_cols = [f"estimators.{k}" for k in ESTIMATORS if any(f"estimators.{k}" in r for r in rows)]
     fixed = (list(_ID_COLUMNS) + list(_ACCURACY_COLUMNS) + metric_cols
              + (["attack"] if any("attack" in r for r in rows) else [])
-             + sorted(budgets, key=_budget_order) + sorted(extras, key=_budget_order) + margin_cols
-             + list(_MEASURE_COLUMNS) + list(_TAIL_COLUMNS))
+             + attack_cols + conditional + attack_meta + margin_cols
+             + list(_MEASURE_COLUMNS) + measure_cols + estimator_cols + list(_TAIL_COLUMNS))
     # an axis named like a fixed column (seed, model, dataset) is that column: the grid's value, once
     columns = list(axis_names) + [c for c in fixed if c not in axis_names]
     data = {}
@@ -208,6 +271,24 @@ def load_frame(store, sweep: str | None = None):
     if sweep is not None:
         frame.attrs["sweep"] = sweep
     return frame
+
+
+def _add_gde(rows: list, records: list, members: list, axis_names: list) -> None:
+    """``estimators.gde`` of every row whose record kept its test predictions, across the seeds of its
+    configuration (the rows sharing every axis value but ``seed``, on one dataset)."""
+    from ..evaluate import decode_labels
+
+    config_axes = [a for a in axis_names if a != "seed"]
+    preds, groups = [], []
+    for row, record, (_, axes) in zip(rows, records, members):
+        enc = (record.get("predictions") or {}).get("test")
+        preds.append(decode_labels(enc) if enc else None)
+        groups.append((row.get("dataset"), json.dumps([axes.get(a) for a in config_axes], default=str))
+                      if config_axes and axes else None)
+    if not any(p is not None for p in preds):
+        return
+    for row, value in zip(rows, gde(preds, groups)):
+        row["estimators.gde"] = value
 
 
 def _is_numeric_column(col: str) -> bool:

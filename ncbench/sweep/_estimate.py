@@ -55,6 +55,9 @@ def attack_gradient_steps(acfg, num_classes: int) -> tuple[float, bool]:
         return float(getattr(acfg, "deepfool_steps", 50) * num_classes), False
     if name == "autoattack":  # APGD-CE 100, APGD-T and FAB-T 9 targets x 100, Square (forward-only queries)
         return 100.0 + 900.0 + 900.0 + getattr(acfg, "square_queries", 5000) / 3.0, True
+    if name == "apgd":  # APGD-CE, then APGD-T per target (on the points APGD-CE left robust: an upper bound)
+        steps = getattr(acfg, "apgd_steps", 100)
+        return float(steps * (1 + min(getattr(acfg, "apgd_targets", 9), num_classes - 1))), True
     return float(getattr(acfg, "steps", 20)), True
 
 

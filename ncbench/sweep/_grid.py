@@ -29,7 +29,7 @@ from dataclasses import MISSING, dataclass, fields, is_dataclass
 
 from .._errors import InputError, NcbenchError
 
-GRID_FILE_KEYS = ("name", "base", "grid", "exclude")
+GRID_FILE_KEYS = ("name", "base", "grid", "exclude", "note")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z")
 _FREE = "free"  # a section whose sub-keys are checked by build_config (model_args, dataset_args)
 
@@ -61,6 +61,7 @@ class Sweep:
     base: dict
     n_cells: int
     source: str | None = None
+    note: str = ""  # the grid file's ``note``: what its results are for (shown on its measures board)
 
 
 def config_sections() -> dict[str, object]:
@@ -239,8 +240,11 @@ def expand_grid(grid) -> Sweep:
                          "(check its values against the grid's)")
     if not jobs:
         raise InputError(f"{where}every cell of the grid is excluded: nothing to run")
+    note = data.get("note") or ""
+    if not isinstance(note, str):
+        raise InputError(f"{where}note must be text (what the grid's results are for); got {type(note).__name__}")
     return Sweep(name=name, axes=tuple(axes), jobs=tuple(jobs), base=copy.deepcopy(base), n_cells=n_cells,
-                 source=source)
+                 source=source, note=" ".join(note.split()))
 
 
 def _same(axes: dict, assignment: dict) -> bool:

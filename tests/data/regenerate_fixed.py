@@ -15,7 +15,7 @@ HERE = Path(__file__).parent
 CHECKPOINT = HERE / "digits-mlp-fixed.safetensors"
 EXPECTED = HERE / "digits-mlp-fixed.expected.json"
 CONFIG = {"dataset": "digits", "attack": {"name": "pgd", "norm": "Linf", "eps": [0.0, 0.05, 0.1], "steps": 10},
-          "device": "cpu"}
+          "device": "cpu", "measures": False, "adv_collapse_points": 0}
 
 
 def evaluate(device: str = "cpu") -> dict:
