@@ -12,3 +12,13 @@ __version__ = "0.3.0"
 # (or asked ncbench to keep libgomp's own default with NCBENCH_KEEP_OMP=1). Recorded in every record.
 if "torch" not in _sys.modules and not _os.environ.get("NCBENCH_KEEP_OMP"):
     _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def __getattr__(name):
+    """``ncbench.evaluate_model``: evaluate a model held in memory (the pipeline of ``ncbench evaluate``),
+    imported on first use so that ``import ncbench`` stays light."""
+    if name == "evaluate_model":
+        from .evaluate import evaluate_model
+
+        return evaluate_model
+    raise AttributeError(f"module 'ncbench' has no attribute {name!r}")

@@ -199,3 +199,25 @@ def test_the_same_job_gives_the_same_adversarial_examples():
     b = adversarial_examples(model, ds.x_train[:100], ds.y_train[:100], acfg, 0.05, seed=3)
     assert torch.equal(a, b)
     assert float((a - ds.x_train[:100]).abs().amax()) <= 0.05 + 1e-6 and not torch.equal(a, ds.x_train[:100])
+
+
+def test_evaluate_model_runs_the_pipeline_on_a_wrapped_network_in_memory():
+    # catches: a public call that skips parts of the pipeline, or gives the same weights another job id than
+    # the same weights saved as a checkpoint would get
+    import ncbench
+    from ncbench.data import load_dataset
+    from ncbench.identity import checkpoint_facts
+    from ncbench.models import wrap_classifier
+
+    ds = load_dataset("digits")
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10))
+    model = wrap_classifier(net, ds.input_shape, 10, ds.mean, ds.std)
+    rec = ncbench.evaluate_model(model, dataset="digits", attack={"name": "pgd", "eps": [0, 0.05], "steps": 2},
+                                 config={"measures": False, "adv_collapse_points": 50}, device="cpu")
+    assert rec["provenance"]["model"]["source"] == "memory"
+    assert {"train", "test", "test_pred", "train_adv"} <= set(rec["collapse"])
+    assert rec["robustness"]["curve"][0]["robust_accuracy"] == pytest.approx(rec["accuracy"]["test"])
+    assert rec["provenance"]["identity"]["model"]["checksum"] == checkpoint_facts(model)["checksum"]
+    with pytest.raises(Exception, match="wrap_classifier"):
+        ncbench.evaluate_model(net, dataset="digits")
