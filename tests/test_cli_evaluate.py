@@ -50,3 +50,16 @@ def test_bad_options_are_refused_naming_the_option_and_value(argv, message, caps
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
     assert not any(tmp_path.iterdir())  # nothing written
+
+
+def test_long_training_is_announced_with_the_faster_cpu_choice(monkeypatch, tmp_path):
+    # catches: --dataset mnist starting the GPU-sized cnn2d recipe on a CPU without a word (about 20 minutes on
+    # 8,000 images here). The files are not here: the estimate uses MNIST's standard sizes.
+    from ncbench._eta import training_estimate
+    from ncbench.config import build_config
+
+    est = training_estimate(build_config({"dataset": "mnist", "data_dir": str(tmp_path)}, device="cpu", threads=1))
+    assert est is not None and est["seconds"] > 600
+    assert "--model mlp" in est["faster"]
+    small = training_estimate(build_config({"dataset": "digits", "train": {"epochs": 2}}, device="cpu", threads=1))
+    assert small["seconds"] < 120 and small["faster"] == ""
