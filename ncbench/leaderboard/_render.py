@@ -109,8 +109,8 @@ def _protocol(board: Board) -> list[str]:
         "stored order. Clean and robust accuracy are both measured on these points.",
         f"- **Threat model**: {board.norm}, eps = {board.eps_label} (inputs scaled to [0, 1]).",
         f"- **Robust accuracy**: AutoAttack \"{board.attack_version}\" (Croce & Hein, 2020: APGD-CE, APGD-T, "
-        f"FAB-T, Square), each component on the points still robust, batch size {board.attack_batch_size} "
-        "([docs/attacks.md](../../../docs/attacks.md)).",
+        "FAB-T, Square), each component on the points still robust, every random start drawn per point from the "
+        "entry's seed, so the numbers do not depend on the batch size ([docs/attacks.md](../../../docs/attacks.md)).",
         f"- **PGD curve** (in each entry's JSON): {pgd}, at eps {', '.join(board.curve_eps_labels)}.",
         "- **Collapse**: measured on the train and on the test features, centred on "
         f"{centre}. nc1 = (1/C) Tr(Σ_W Σ_B⁺); nc4 = the fraction of test points whose nearest train class mean "
