@@ -22,7 +22,10 @@ def _val_size(text: str):
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--val-size must be a count or a fraction in (0, 1); got {text!r}") from None
+        value = -1.0
+    if not value >= 0 or (value >= 1 and not value.is_integer()):
+        raise argparse.ArgumentTypeError(f"--val-size must be a count >= 1, a fraction in (0, 1), or 0 for none; "
+                                         f"got {text!r}")
     return int(value) if value >= 1 and value.is_integer() else value
 
 
@@ -156,20 +159,52 @@ def cmd_plot(args) -> int:
     return 0
 
 
-def _checkpoint_dataset(args) -> dict | None:
-    """The dataset an ncbench checkpoint records (``{"name", "args"}``) when neither ``--dataset`` nor the config
-    names one; None otherwise."""
-    if getattr(args, "checkpoint", None) is None or args.dataset is not None:
-        return None
-    from .config import load_yaml
-
-    if args.config and "dataset" in load_yaml(args.config):
+def _recorded_dataset(args) -> dict | None:
+    """The dataset an ncbench checkpoint records (``{"name", "args"}``), or None (no checkpoint, or a foreign one)."""
+    if getattr(args, "checkpoint", None) is None:
         return None
     from .models import load_checkpoint
 
     model = load_checkpoint(args.checkpoint, trust=args.trust_checkpoint)
     recorded = (getattr(model, "trained_by", None) or {}).get("dataset")
     return recorded if isinstance(recorded, dict) and recorded.get("name") else None
+
+
+def _names_dataset(args) -> bool:
+    from .config import load_yaml
+
+    return args.dataset is not None or bool(args.config and "dataset" in load_yaml(args.config))
+
+
+def _asks_val_split(args) -> bool:
+    from .config import load_yaml
+
+    if getattr(args, "val_size", None) is not None:
+        return True
+    raw = load_yaml(args.config) if args.config else {}
+    return "val_size" in (raw.get("dataset_args") or {})
+
+
+def _checkpoint_split(args, cfg, recorded: dict | None):
+    """A checkpoint's validation split is the one it was trained with: the split its metadata records (none when
+    it records none), a foreign checkpoint none unless asked for (ncbench cannot know which points it trained
+    on). A split asked for that differs from the recorded one is refused: it would hold out training points."""
+    from dataclasses import replace
+
+    from ._errors import InputError
+
+    same = recorded is not None and recorded["name"] == cfg.dataset
+    rec_args = (recorded or {}).get("args") or {}
+    want = {"val_size": rec_args.get("val_size"), "split_seed": rec_args.get("split_seed", 0)} if same else \
+        {"val_size": None, "split_seed": 0}
+    if _asks_val_split(args):
+        asked = {"val_size": cfg.dataset_args.get("val_size"), "split_seed": cfg.dataset_args.get("split_seed", 0)}
+        if same and asked != want:
+            raise InputError(f"{args.checkpoint}: the checkpoint was trained with validation split {want} of "
+                             f"{cfg.dataset}; --val-size / dataset_args asks for {asked}, which would hold out points "
+                             "it trained on")
+        return cfg
+    return replace(cfg, dataset_args={**cfg.dataset_args, **want})
 
 
 def _warn_long(cfg) -> None:
@@ -222,9 +257,12 @@ def cmd_evaluate(args) -> int:
 
     from .evaluate import MODELS_DIR, model_file
 
-    recorded = _checkpoint_dataset(args)
-    cfg = _config(args, dataset_from=recorded)
-    if recorded is not None:
+    recorded = _recorded_dataset(args)
+    use_recorded = recorded if recorded is not None and not _names_dataset(args) else None
+    cfg = _config(args, dataset_from=use_recorded)
+    if args.checkpoint is not None:
+        cfg = _checkpoint_split(args, cfg, recorded)
+    if use_recorded is not None:
         print(f"using the checkpoint's dataset: {recorded['name']} {recorded.get('args') or {}} (from its metadata; "
               "--dataset chooses another)", file=sys.stderr)
     job_id = compute_job_id(cfg, checkpoint=args.checkpoint, trust=args.trust_checkpoint)
@@ -242,10 +280,15 @@ def cmd_evaluate(args) -> int:
             _warn_long(cfg)
     record = run_evaluate(cfg, checkpoint=args.checkpoint, progress=not args.quiet, trust=args.trust_checkpoint,
                           model_dir=model_dir, rerun=args.rerun)
-    path = write_record(record, cfg.output)
+    if done is not None:  # --rerun: the record follows the model it now describes (a retrained one may differ)
+        from ._io import dumps, write_replace
+
+        path = write_replace(done, dumps(record))
+    else:
+        path = write_record(record, cfg.output)
     print(format_record(record, path))
     if done is not None:
-        print(f"(recomputed; the record of job {job_id[:16]} stays {done}, not written twice)")
+        print(f"(recomputed: the record of job {job_id[:16]} at {done} was replaced, not written twice)")
     return 0
 
 

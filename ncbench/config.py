@@ -235,6 +235,9 @@ def build_config(raw: dict | None = None, **overrides) -> EvaluateConfig:
         raise InputError(f"seed must be a whole number >= 0; got {cfg.seed}")
     if cfg.adv_collapse_points < 0:
         raise InputError(f"adv_collapse_points must be >= 0 (0: no collapse under attack); got {cfg.adv_collapse_points}")
+    if cfg.adv_collapse_eps is not None and cfg.attack.norm == "Linf" and cfg.adv_collapse_eps > 1:
+        raise InputError(f"adv_collapse_eps must be in [0, 1] under Linf (inputs are scaled to [0,1]); got "
+                         f"{cfg.adv_collapse_eps:g}")
     if cfg.device not in DEVICES:
         raise InputError(f"device must be one of {DEVICES}; got {cfg.device!r}")
     if cfg.threads is not None and cfg.threads < 1:

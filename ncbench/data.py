@@ -332,8 +332,8 @@ def _torchvision(name, cls_name, num_classes, *, data_dir, download, split_kw):
 
 
 def _archives(root: str, cls_name: str) -> list:
-    """Downloaded but unextracted files of a torchvision dataset: ``*.gz``, ``*.tar.gz``, ``*.zip``, ``*.mat``
-    archives in the root, its class folder and the class folder's ``raw`` (torchvision's layouts)."""
+    """Downloaded but unextracted files of a torchvision dataset: ``*.gz`` (``*.tar.gz`` too), ``*.tgz`` and
+    ``*.zip`` archives in the root, its class folder and the class folder's ``raw`` (torchvision's layouts)."""
     from pathlib import Path
 
     found = []

@@ -7,9 +7,9 @@ it on a model held in memory; :func:`measure_model` is the measuring half (a tra
 
 from __future__ import annotations
 
-import base64
 import time
 import warnings
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -27,7 +27,7 @@ from .environment import configure_numerics, environment, resolve_device, versio
 from .features import extract, memory_format_name, output_margin, prepare_model
 from .identity import checkpoint_facts, dataset_identity, digest, identity, training_identity
 from .models import Classifier, create_model, load_checkpoint, model_checksum, save_checkpoint
-from .record import SCHEMA_VERSION, validate_record
+from .record import SCHEMA_VERSION, decode_labels, encode_labels, validate_record  # noqa: F401  (codec re-exported)
 from .train import TrainResult, train
 
 __all__ = ["evaluate_job", "evaluate_model", "find_record", "measure_model", "model_file", "prepare",
@@ -123,17 +123,30 @@ def adversarial_collapse(model, x, y, attack_cfg, eps: float, *, seed: int, weig
     x_adv = adversarial_examples(model, x, y, attack_cfg, eps, seed=seed)
     f_clean, _ = extract(model, x)
     f_adv, z_adv = extract(model, x_adv)
-    out = _collapse_quiet((f_clean, y), (f_adv, y), weight, bias)
-    out["nc1_on_clean_means"] = out.pop("nc1_test_on_train_means")
+    info = {"n_points": int(x.shape[0]), "eps": float(eps), "attack": attack_cfg.label(),
+            "adversarial_accuracy": _accuracy(z_adv, y)}
     c = int(weight.shape[0])
-    yy = y.to(f_clean.device)
-    clean_means = torch.stack([f_clean[yy == k].double().mean(0) for k in range(c)])
-    adv_means = torch.stack([f_adv[yy == k].double().mean(0) for k in range(c)])
+    yy = y.to(torch.int64).cpu()
+    present = torch.unique(yy)
+    if present.numel() < 2:
+        info["note"] = "the points hold fewer than two classes: collapse under attack is undefined"
+        return {k: None for k in (*_held_out_keys(), "nc1_on_clean_means", "mean_shift")
+                if k != "nc1_test_on_train_means"}, info
+    if present.numel() < c:  # a small subset that misses a class: the classes it holds (as label-free does)
+        remap = torch.full((c,), -1, dtype=torch.int64)
+        remap[present] = torch.arange(present.numel())
+        yy = remap[yy]
+        weight, bias = weight[present.to(weight.device)], bias[present.to(bias.device)]
+        info["missing_classes"] = sorted(set(range(c)) - set(present.tolist()))
+        info["note"] = f"classes {info['missing_classes']} have no point in the subset: metrics over the others"
+    out = _collapse_quiet((f_clean, yy), (f_adv, yy), weight, bias)
+    out["nc1_on_clean_means"] = out.pop("nc1_test_on_train_means")
+    yd = yy.to(f_clean.device)
+    clean_means = torch.stack([f_clean[yd == k].double().mean(0) for k in range(present.numel())])
+    adv_means = torch.stack([f_adv[yd == k].double().mean(0) for k in range(present.numel())])
     centre = clean_means.mean(0)
     shift = (adv_means - clean_means).norm(dim=1) / (clean_means - centre).norm(dim=1)
     out["mean_shift"] = float(shift.mean())
-    info = {"n_points": int(x.shape[0]), "eps": float(eps), "attack": attack_cfg.label(),
-            "adversarial_accuracy": _accuracy(z_adv, y)}
     return out, info
 
 
@@ -164,25 +177,6 @@ def accuracy_estimators(z_test: torch.Tensor, z_val: torch.Tensor | None, y_val:
         t = float(order[n_err - 1]) if n_err > 0 else float(order[0]) - 1.0  # s > t for exactly the others
         out["atc_threshold"] = t
         out["atc"] = float((_neg_entropy(z_test) > t).double().mean())
-    return out
-
-
-def encode_labels(labels: torch.Tensor) -> dict:
-    """Class indices (N,) as compact text: base64 of uint8 (C <= 256) or little-endian uint16."""
-    a = labels.detach().cpu().numpy()
-    if a.size and int(a.max()) > 255:
-        return {"encoding": "base64-uint16le", "n": int(a.size),
-                "data": base64.b64encode(a.astype("<u2").tobytes()).decode()}
-    return {"encoding": "base64-uint8", "n": int(a.size), "data": base64.b64encode(a.astype(np.uint8).tobytes()).decode()}
-
-
-def decode_labels(encoded: dict) -> np.ndarray:
-    """The inverse of :func:`encode_labels`: an int64 array of length ``encoded["n"]``."""
-    raw = base64.b64decode(encoded["data"])
-    dtype = np.uint8 if encoded["encoding"] == "base64-uint8" else np.dtype("<u2")
-    out = np.frombuffer(raw, dtype=dtype).astype(np.int64)
-    if out.size != encoded["n"]:
-        raise InputError(f"encoded predictions hold {out.size} labels but say n = {encoded['n']}")
     return out
 
 
@@ -314,28 +308,44 @@ def model_file(folder: str | Path, cfg: EvaluateConfig) -> Path:
     return Path(folder) / f"{digest(training_identity(cfg))}.safetensors"
 
 
-def _initial_model(spec, seed: int) -> Classifier:
+def _initial_model(arch: str, args: dict, input_shape, num_classes: int, mean, std, seed: int) -> Classifier:
+    """The model ``create_model`` builds right after ``torch.manual_seed(seed)``: what training starts from."""
     torch.manual_seed(int(seed))
-    return create_model(spec.arch, input_shape=spec.input_shape, num_classes=spec.num_classes, mean=spec.mean,
-                        std=spec.std, **spec.args)
+    return create_model(arch, input_shape=input_shape, num_classes=num_classes, mean=mean, std=std, **args)
 
 
-def initial_weights(model) -> tuple[dict | None, str | None]:
-    """The initial weights of a loaded model, when they can be had: an ncbench checkpoint records its training
-    seed and the initial weights' checksum, and ``torch.manual_seed(seed)`` then ``create_model`` rebuilds them
-    (checked against that checksum). Returns ``(state dict or None, why None)``."""
+def init_file(path: Path) -> Path:
+    """Where a kept model's initial weights sit: ``<training id>.init.safetensors`` beside it."""
+    return path.with_name(path.name.removesuffix(".safetensors") + ".init.safetensors")
+
+
+def initial_weights(model, path: Path | None = None) -> tuple[dict | None, str | None]:
+    """The initial weights of a loaded model, when they can be had: an ncbench checkpoint records the initial
+    weights' checksum and its training seed; the weights are read from the file kept beside it
+    (:func:`init_file`), else rebuilt by ``torch.manual_seed(seed)`` then ``create_model``, and used only when
+    they match that checksum. Returns ``(state dict or None, why None)``."""
     tb = getattr(model, "trained_by", None) or {}
     seed, checksum = tb.get("seed"), tb.get("init_checksum")
-    if seed is None or checksum is None:
+    if checksum is None:
         return None, ("the checkpoint does not record its initial weights (not written by ncbench 0.3): the "
                       "measures that need them are null")
+    if path is not None and init_file(Path(path)).is_file():
+        from safetensors.torch import load_file
+
+        state = load_file(str(init_file(Path(path))))
+        if model_checksum(state) == checksum:
+            return state, None
+    if seed is None:
+        return None, "the checkpoint records no training seed: its initial weights cannot be rebuilt"
+    spec = model.spec
     try:
-        init = _initial_model(model.spec, seed)
+        init = _initial_model(spec.arch, spec.args, spec.input_shape, spec.num_classes, spec.mean, spec.std, seed)
     except Exception as err:  # a spec ncbench cannot rebuild
         return None, f"the initial weights could not be rebuilt ({type(err).__name__}: {err})"
     if model_checksum(init) != checksum:
         return None, ("the rebuilt initial weights do not match the checksum the checkpoint records (another "
-                      "torch or machine draws them differently): the measures that need them are null")
+                      "torch draws them differently) and no initial-weights file is beside it: the measures that "
+                      "need them are null")
     return {k: v.detach().clone() for k, v in init.state_dict().items()}, None
 
 
@@ -379,14 +389,15 @@ def prepare(cfg: EvaluateConfig, *, checkpoint: str | None = None, progress: boo
         model = load_checkpoint(checkpoint, map_location=device, trust=trust)
         check_fits(model, ds, checkpoint)
         prepare_model(model, device)
-        model.initial_state, model.initial_note = initial_weights(model)
+        model.initial_state, model.initial_note = initial_weights(model, Path(checkpoint))
     else:
         path = model_file(model_dir, cfg) if model_dir is not None else None
         if path is not None and path.is_file() and not rerun:
             model = load_checkpoint(path, map_location=device)
             trained = _training_result(model.trained_by)
         if trained is None:
-            model = _initial_model_for(cfg, ds)
+            model = _initial_model(cfg.model, cfg.model_args, ds.input_shape, ds.num_classes, ds.mean, ds.std,
+                                   cfg.seed)
             init = {k: v.detach().clone() for k, v in model.state_dict().items()}
             prepare_model(model, device)
             tracker = CollapseTracker(ds, log_epochs(cfg.train.epochs, cfg.collapse_epochs), cfg.train.weight_decay)
@@ -395,36 +406,21 @@ def prepare(cfg: EvaluateConfig, *, checkpoint: str | None = None, progress: boo
             trained.collapse_history = tracker.rows
             timings["train"] = trained.wall_time_s
             model.initial_state, model.initial_note = init, None
-            model.init_checksum = _checksum_of(init)
+            model.init_checksum = model_checksum(init)
             if path is not None:
+                from safetensors.torch import save
+
+                from ._io import write_replace
+
+                write_replace(init_file(path), save({k: v.contiguous() for k, v in init.items()}))
                 save_checkpoint(model, path, training=training_metadata(cfg, None, trained, model.init_checksum))
         else:
             prepare_model(model, device)
-            model.initial_state, model.initial_note = initial_weights(model)
+            model.initial_state, model.initial_note = initial_weights(model, path)
             model.init_checksum = (model.trained_by or {}).get("init_checksum")
             timings["train"] = 0.0
             timings["train_reused"] = trained.wall_time_s
     return ds, model, trained, device, timings
-
-
-def _initial_model_for(cfg: EvaluateConfig, ds: Dataset) -> Classifier:
-    torch.manual_seed(cfg.seed)
-    return create_model(cfg.model, input_shape=ds.input_shape, num_classes=ds.num_classes, mean=ds.mean,
-                        std=ds.std, **cfg.model_args)
-
-
-class _State:
-    """A state dict seen as a model by :func:`ncbench.models.model_checksum` (which reads ``checksum_state``)."""
-
-    def __init__(self, state: dict) -> None:
-        self.state = state
-
-    def checksum_state(self) -> dict:
-        return self.state
-
-
-def _checksum_of(state: dict) -> str:
-    return model_checksum(_State(state))
 
 
 def training_metadata(cfg: EvaluateConfig, job_id: str | None, trained: TrainResult | None = None,
@@ -521,13 +517,18 @@ def run_evaluate(cfg: EvaluateConfig, *, checkpoint: str | None = None, progress
     return validate_record(record)
 
 
+#: the command-line style options of :func:`evaluate_model`
+EVALUATE_MODEL_OPTIONS = ("seed", "device", "threads", "val_size")
+
+
 def evaluate_model(model, *, dataset: str = "mnist1d", attack=None, config: dict | None = None,
                    progress: bool = True, **options) -> dict:
     """Evaluate a model held in memory with the pipeline of ``ncbench evaluate``; returns the typed record.
 
     The model keeps its weights (nothing is trained): ncbench measures its accuracy, collapse on every
     feature set, the generalization measures, and attacks it, exactly as for a checkpoint, and the record's
-    job id is that of its weights (the same weights saved as a checkpoint give the same job id).
+    job id is that of its weights and architecture (the same model saved as a checkpoint without training
+    metadata, ``ncbench.models.save_checkpoint``, gives the same job id).
 
     Parameters
     ----------
@@ -545,7 +546,10 @@ def evaluate_model(model, *, dataset: str = "mnist1d", attack=None, config: dict
         Any further config keys, as a YAML config would hold them (``dataset_args``, ``extra_attacks``,
         ``device``, ``measures``, ...).
     **options
-        Command-line style overrides (``seed``, ``device``, ``threads``).
+        Command-line style overrides: ``seed``, ``device``, ``threads``, ``val_size`` (a validation split of the
+        dataset's training data; only one the model did not train on makes ``val.*`` held out). Unknown ones
+        are refused. A dataset's default validation split is not applied: it may hold the model's training
+        points.
 
     Returns
     -------
@@ -566,18 +570,32 @@ def evaluate_model(model, *, dataset: str = "mnist1d", attack=None, config: dict
     if not (callable(getattr(model, "features", None)) and isinstance(getattr(model, "fc", None), torch.nn.Linear)):
         raise InputError(f"{type(model).__name__} has no features(x) method and final fc: nn.Linear; wrap it with "
                          "ncbench.models.wrap_classifier(net, input_shape, num_classes, mean, std)")
+    unknown = sorted(set(options) - set(EVALUATE_MODEL_OPTIONS))
+    if unknown:
+        raise InputError(f"evaluate_model takes no option(s) {unknown}; its options are {list(EVALUATE_MODEL_OPTIONS)} "
+                         "(other settings go in config={...})")
     raw = dict(config or {})
+    for key in ("checkpoint", "trust_checkpoint", "dataset"):
+        if key in raw:
+            raise InputError(f"evaluate_model: config[{key!r}] is not used: the model evaluated is the one passed "
+                             "in (and the dataset is the dataset= argument)")
     raw["dataset"] = dataset
     if attack is not None:
         raw["attack"] = {"name": attack} if isinstance(attack, str) else dict(attack)
     cfg = build_config(raw, **options)
+    if cfg.dataset_args.get("val_size") is not None and not (config or {}).get("dataset_args", {}).get("val_size"):
+        # a dataset's default validation split (mnist1d: 500) may hold points this model trained on: only a split
+        # the caller asks for is held out
+        cfg = replace(cfg, dataset_args={**cfg.dataset_args, "val_size": None})
     if getattr(model, "spec", None) is None:
         ds = load_dataset(cfg.dataset, **cfg.loader_args())
         norm = getattr(model, "normalize", None)
         mean = tuple(float(v) for v in norm.mean) if norm is not None else (0.0,)
         std = tuple(float(v) for v in norm.std) if norm is not None else (1.0,)
+        # the module tree (its layers and their settings) is part of what the weights compute: two networks with
+        # the same weights and another activation are different models
         model.spec = ModelSpec(f"memory:{type(model).__name__}", int(model.fc.out_features), ds.input_shape,
-                               mean, std, {})
+                               mean, std, {"modules": repr(model)})
     was = model.training
     try:
         return run_evaluate(cfg, model=model, progress=progress)

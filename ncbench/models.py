@@ -119,13 +119,17 @@ def wrap_classifier(net: nn.Module, input_shape, num_classes: int, mean=(0.0,), 
 
 # ----------------------------------------------------------------------------------------------- checkpoints
 
-def model_checksum(model: nn.Module) -> str:
+def model_checksum(model) -> str:
     """sha256 over the state dict's names, dtypes, shapes and bytes, in name order.
 
-    For a ``torch.export`` program, over the program's own weights (its fitted ``fc`` is derived from them).
+    ``model``: a module, or a state dict itself (e.g. a model's initial weights). For a ``torch.export``
+    program, over the program's own weights (its fitted ``fc`` is derived from them).
     """
     h = hashlib.sha256()
-    state = model.checksum_state() if hasattr(model, "checksum_state") else model.state_dict()
+    if isinstance(model, dict):
+        state = model
+    else:
+        state = model.checksum_state() if hasattr(model, "checksum_state") else model.state_dict()
     for name, t in sorted(state.items()):
         t = t.detach().cpu().contiguous()
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())

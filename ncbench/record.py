@@ -20,7 +20,7 @@ SCHEMA_VERSION = 3
 KIND = "ncbench.evaluate"
 #: the feature sets collapse is measured on (docs/metrics.md): the labelled splits, the label-free held-out
 #: ones (grouped by the network's predicted class) and the adversarial examples of training and test points
-COLLAPSE_SPLITS = ("train", "test", "val", "val_pred", "test_pred", "train_adv", "test_adv")
+COLLAPSE_SPLITS = ("train", "val", "val_pred", "test_pred", "train_adv", "test", "test_adv")
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)  # "0.9" is not a number
@@ -165,7 +165,7 @@ class Accuracy(_Strict):
     train_adv: float | None = Field(ge=0, le=1)  # adversarially trained: robust training accuracy (PGD-10)
 
 
-Split = Literal["train", "test", "val", "val_pred", "test_pred", "train_adv", "test_adv"]
+Split = Literal[COLLAPSE_SPLITS]
 
 
 class Record(_Strict):
@@ -185,6 +185,33 @@ class Record(_Strict):
     extra_robustness: list[Robustness]
 
 
+def encode_labels(labels) -> dict:
+    """Class indices (N,) as compact text for ``predictions``: base64 of uint8 (C <= 256) or little-endian uint16."""
+    import base64
+
+    import numpy as np
+
+    a = labels.detach().cpu().numpy() if hasattr(labels, "detach") else np.asarray(labels)
+    if a.size and int(a.max()) > 255:
+        return {"encoding": "base64-uint16le", "n": int(a.size),
+                "data": base64.b64encode(a.astype("<u2").tobytes()).decode()}
+    return {"encoding": "base64-uint8", "n": int(a.size), "data": base64.b64encode(a.astype(np.uint8).tobytes()).decode()}
+
+
+def decode_labels(encoded: dict):
+    """The inverse of :func:`encode_labels`: an int64 numpy array of length ``encoded["n"]``."""
+    import base64
+
+    import numpy as np
+
+    raw = base64.b64decode(encoded["data"])
+    dtype = np.uint8 if encoded["encoding"] == "base64-uint8" else np.dtype("<u2")
+    out = np.frombuffer(raw, dtype=dtype).astype(np.int64)
+    if out.size != encoded["n"]:
+        raise InputError(f"encoded predictions hold {out.size} labels but say n = {encoded['n']}")
+    return out
+
+
 def _where(err: ValidationError) -> str:
     first = err.errors()[0]
     path = ".".join(str(p) for p in first["loc"])
@@ -199,6 +226,16 @@ def validate_record(record: dict) -> dict:
         Record.model_validate(record)
     except ValidationError as err:
         raise InputError(f"not a valid ncbench record (schema {SCHEMA_VERSION}): {_where(err)}") from None
+    for split in ("train", "test"):  # always measured: a number for every metric (only the new splits may be null)
+        missing = [k for k, v in record["collapse"].get(split, {}).items() if v is None]
+        if missing:
+            raise InputError(f"not a valid ncbench record (schema {SCHEMA_VERSION}): collapse.{split}.{missing[0]}: "
+                             "a metric of the train and test splits must be a number")
+    preds = record["predictions"].get("test")
+    n_test = record["provenance"]["dataset"].get("n_test")
+    if preds is not None and n_test is not None and preds["n"] != n_test:
+        raise InputError(f"not a valid ncbench record (schema {SCHEMA_VERSION}): predictions.test.n: "
+                         f"{preds['n']} predictions for {n_test} test points")
     return record
 
 
@@ -298,6 +335,7 @@ def _from_v1(rec: dict) -> dict:
     attack = {k: v for k, v in (raw.get("attack") or {}).items()}
     raw["attack"] = attack
     raw.pop("output", None)
+    raw["dataset_args"] = {"val_size": None, **(raw.get("dataset_args") or {})}  # 0.1 held nothing out
     cfg = build_config(raw)
     model = prov["model"]
     spec = {k: model[k] for k in ("arch", "num_classes", "input_shape", "mean", "std", "args")}

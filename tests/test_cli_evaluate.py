@@ -34,7 +34,8 @@ def test_evaluate_keeps_its_model_and_reuses_it_for_another_attack(tmp_path, cap
     args = ["evaluate", "--dataset", "digits", "--epochs", "1", "--config", str(cfg), "--eps", "0,0.05", "--steps",
             "1", "--n-points", "20", "--output", str(tmp_path), "--quiet"]
     assert main(args) == 0
-    assert len(list((tmp_path / "models").glob("*.safetensors"))) == 1
+    kept = sorted(p.name for p in (tmp_path / "models").glob("*.safetensors"))
+    assert len(kept) == 2 and kept[0] == kept[1].replace(".safetensors", ".init.safetensors")  # initial, weights
     capsys.readouterr()
     assert main(args[:-1] + ["--attack", "fgsm", "--quiet"]) == 0
     assert "reusing the model this training gave before" in capsys.readouterr().err
@@ -63,3 +64,21 @@ def test_long_training_is_announced_with_the_faster_cpu_choice(monkeypatch, tmp_
     assert "--model mlp" in est["faster"]
     small = training_estimate(build_config({"dataset": "digits", "train": {"epochs": 2}}, device="cpu", threads=1))
     assert small["seconds"] < 120 and small["faster"] == ""
+
+
+def test_a_checkpoint_keeps_the_validation_split_it_was_trained_with(tmp_path, capsys):
+    # catches: mnist1d's default 500-point validation split carved out of data a checkpoint trained on (val.* and
+    # ATC would then be training-set numbers presented as held out)
+    ckpt = tmp_path / "all.safetensors"
+    assert main(["train", "--epochs", "1", "--val-size", "0", "--out", str(ckpt), "--quiet"]) == 0
+    cfg = tmp_path / "fast.yaml"
+    cfg.write_text(FAST)
+    out = tmp_path / "out"
+    common = ["--config", str(cfg), "--eps", "0,0.01", "--steps", "1", "--n-points", "20", "--output", str(out),
+              "--quiet"]
+    assert main(["evaluate", "--checkpoint", str(ckpt), *common]) == 0
+    rec = json.loads(next(out.glob("mnist1d-*.json")).read_text())
+    assert rec["provenance"]["dataset"]["n_val"] == 0 and rec["accuracy"]["val"] is None
+    capsys.readouterr()
+    assert main(["evaluate", "--checkpoint", str(ckpt), "--val-size", "300", *common]) == 2
+    assert "would hold out points it trained on" in capsys.readouterr().err

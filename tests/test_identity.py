@@ -208,3 +208,17 @@ def test_a_checkpoint_in_the_config_is_the_same_job_as_one_passed_in():
     rec = run_evaluate(in_config, progress=False)
     assert rec["provenance"]["model"]["source"] == "checkpoint"
     assert rec["provenance"]["job_id"] == compute_job_id(in_config)
+
+
+@pytest.mark.parametrize("a,b,same", [
+    ({"measures": False}, {}, False),  # a record without the measures is not the record with them
+    ({"adv_collapse_points": 0}, {}, False),
+    ({"adv_collapse_points": 500}, {}, False),
+    # the default budget of the collapse under attack is the median of the attack's nonzero budgets (0.1 here)
+    ({"adv_collapse_eps": 0.1}, {}, True),
+    ({"adv_collapse_eps": 0.05}, {}, False),
+    ({"adv_collapse_points": 0, "adv_collapse_eps": 0.05}, {"adv_collapse_points": 0}, True),  # unused budget
+])
+def test_the_optional_predictors_are_part_of_the_identity(a, b, same):
+    # catches: a predictors identity that ignores the number of points or the budget, or counts an unused one
+    assert (job(a) == job(b)) is same

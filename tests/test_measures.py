@@ -504,7 +504,7 @@ def test_bad_labels_are_refused():
 def test_all_measures_on_the_default_mnist1d_model(mnist1d_default):
     # End to end on the trained default CNN: every search converges and every measure that does not need the
     # initial weights is a finite number; the margin is evaluate's train_margin_p10.
-    from ncbench.evaluate import measures as baseline_measures
+    from ncbench.evaluate import baseline_measures
     from ncbench.features import extract
 
     ds, model = mnist1d_default
@@ -517,3 +517,13 @@ def test_all_measures_on_the_default_mnist1d_model(mnist1d_default):
             assert out["values"][name] is not None and math.isfinite(out["values"][name]), name
     _, z = extract(model, ds.x_train)
     assert info["margin"] == pytest.approx(baseline_measures(model, z, ds.y_train)["train_margin_p10"])
+
+
+def test_reference_mode_takes_the_absolute_value_of_the_mean_displacement():
+    # The reference's search compares abs(mean(accuracies) - accuracy) with the target. Catches the mean of the
+    # absolute per-draw drops (0.15 here), which differs whenever a draw raises accuracy.
+    from ncbench.measures._perturb import _mean_drop
+
+    drops = torch.tensor([-0.2, 0.1], dtype=torch.float64)
+    assert _mean_drop(drops, True) == pytest.approx(0.05)
+    assert _mean_drop(drops, False) == pytest.approx(-0.05)

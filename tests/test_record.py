@@ -81,6 +81,18 @@ def test_v1_records_are_upgraded():
     assert new["measures"]["final_train_loss"] == old["training"]["final_loss"]
 
 
+def test_v1_mnist1d_records_claim_no_validation_split():
+    # catches: the upgrade computing the identity with today's mnist1d default (a 500-point validation split):
+    # a 0.1 record would get another job id than 0.2 gave it, and claim a split 0.1 never made
+    old = json.loads(V1.read_text())
+    old["provenance"]["config"]["dataset"] = "mnist1d"
+    old["provenance"]["config"]["model"] = "cnn1d"
+    old["provenance"]["config"]["model_args"] = {}
+    old["provenance"]["config"]["dataset_args"] = {}
+    new = upgrade_record(old)
+    assert "val_size" not in new["provenance"]["identity"]["dataset"]["args"]
+
+
 def test_v2_records_are_upgraded_claiming_nothing_0_2_did_not_measure():
     """A record of the committed ncbench 0.2 export (leaderboards/data at 0.2, kept in tests/data)."""
     old = json.loads((Path(__file__).parent / "data" / "v2-record-digits.json").read_text())

@@ -292,20 +292,27 @@ def accuracy_drop_fn(runner: StackedRunner, *, draws: int, seed: int, magnitude:
             stacked = {k: w[k] + noise_std(w[k], sigma, magnitude=magnitude, eps=eps, reference=reference) * zc[k]
                        for k in w}
             d = runner.errors(stacked) - base_err  # accuracy drop = error rise
-            drops = torch.cat([drops, d.abs() if reference else d])
+            drops = torch.cat([drops, d])
             n = drops.numel()
             if n < draws and not full:
                 sd = max(float(drops.std(unbiased=True)) if n > 1 else 0.0, sd_floor)
-                if abs(float(drops.mean()) - target) > tol + z * sd / math.sqrt(n):
+                if abs(_mean_drop(drops, reference) - target) > tol + z * sd / math.sqrt(n):
                     break
         n = drops.numel()
         used.append(n)
         se = float(drops.std(unbiased=True)) / math.sqrt(n) if n > 1 else float("nan")
-        return float(drops.mean()), se, n == draws
+        return _mean_drop(drops, reference), se, n == draws
 
     f.base_error = base_err
     f.draws_used = used
     return f
+
+
+def _mean_drop(drops: torch.Tensor, reference: bool) -> float:
+    """The mean accuracy drop over the draws; the reference takes the absolute value of the mean displacement
+    (``abs(np.mean(accuracy_samples) - accuracy)``), which differs from the mean when a draw raises accuracy."""
+    mean = float(drops.mean())
+    return abs(mean) if reference else mean
 
 
 def error_rise_fn(runner: StackedRunner, *, restarts: int, steps: int, batch: int, seed: int,

@@ -7,6 +7,7 @@ import math
 
 from .._budget import canonical_eps, eps_label
 from .._errors import InputError
+from ..record import COLLAPSE_SPLITS  # column order: the feature sets that read no test label first
 from ._jobs import _as_store
 
 #: the frame's fixed columns after the axes, in order (docs/records.md, "the frame")
@@ -19,8 +20,6 @@ _MEASURE_COLUMNS = ("num_parameters", "sum_squared_weights", "train_margin_p10",
 #: measure is ``measures.<name>``
 _PLAIN_MEASURES = ("num_parameters", "sum_squared_weights", "train_margin_p10", "final_train_loss")
 _TAIL_COLUMNS = ("reliable", "wall_time_s")
-#: collapse feature sets in column order: the predictors that read no test labels, then those that do
-COLLAPSE_SPLITS = ("train", "val", "val_pred", "test_pred", "train_adv", "test", "test_adv")
 ESTIMATORS = ("confidence", "atc", "gde")
 
 
@@ -229,7 +228,7 @@ def load_frame(store, sweep: str | None = None):
         budgets.update(dict.fromkeys(b))
         extras.update(dict.fromkeys(e))
         metrics.update(dict.fromkeys(k for k in row if k.startswith(prefixes)))
-    _add_gde(rows, records, members, axis_names)
+    _add_gde(rows, records)
     metric_cols = [m for split in prefixes for m in metrics if m.startswith(split)]
     margin_cols = [c for c in ("fab_margin", "fab_margin_median") if any(c in r for r in rows)]
     attack_cols = []
@@ -273,18 +272,30 @@ def load_frame(store, sweep: str | None = None):
     return frame
 
 
-def _add_gde(rows: list, records: list, members: list, axis_names: list) -> None:
-    """``estimators.gde`` of every row whose record kept its test predictions, across the seeds of its
-    configuration (the rows sharing every axis value but ``seed``, on one dataset)."""
-    from ..evaluate import decode_labels
+def configuration_key(record: dict) -> str | None:
+    """What a configuration is, for GDE: the record's identity without the training seed (the dataset, the
+    architecture and its arguments, the recipe), so two runs that differ only in their seed share a key and two
+    grids with the same axis values but other fixed settings never do. None for a model not trained by ncbench
+    (no seed to vary)."""
+    ident = (record.get("provenance") or {}).get("identity") or {}
+    model = dict(ident.get("model") or {})
+    if model.get("source") != "trained":
+        return None
+    model.pop("seed", None)
+    return json.dumps({"ncbench": ident.get("ncbench"), "dataset": ident.get("dataset"), "model": model},
+                      sort_keys=True, default=str)
 
-    config_axes = [a for a in axis_names if a != "seed"]
+
+def _add_gde(rows: list, records: list) -> None:
+    """``estimators.gde`` of every row whose record kept its test predictions, across the other seeds of its
+    configuration (:func:`configuration_key`)."""
+    from ..record import decode_labels
+
     preds, groups = [], []
-    for row, record, (_, axes) in zip(rows, records, members):
+    for record in records:
         enc = (record.get("predictions") or {}).get("test")
         preds.append(decode_labels(enc) if enc else None)
-        groups.append((row.get("dataset"), json.dumps([axes.get(a) for a in config_axes], default=str))
-                      if config_axes and axes else None)
+        groups.append(configuration_key(record))
     if not any(p is not None for p in preds):
         return
     for row, value in zip(rows, gde(preds, groups)):
