@@ -20,6 +20,9 @@ import math
 from ._errors import InputError
 
 _SIMPLE = ("int", "float", "bool", "str")
+#: the numeric precisions of training and of an attack's forwards (one list, shared; here because both config
+#: sections import this module and nothing else in common)
+PRECISIONS = ("fp32", "bf16")
 
 
 def _kinds(annotation) -> tuple[str, bool] | None:

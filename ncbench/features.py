@@ -54,6 +54,19 @@ def as_model_input(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return x
 
 
+class InModelFormat(nn.Module):
+    """``model`` fed its inputs in its memory format (channels_last for 2-D convolutions): attacks (at evaluation
+    and inside adversarial training) keep working on plain tensors, and the model runs as fast as in training and
+    evaluation. Its mode is the wrapped model's."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(as_model_input(self.model, x))
+
+
 def model_device(model: nn.Module) -> torch.device:
     for t in model.parameters():
         return t.device

@@ -28,12 +28,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._budget import canonical_eps
-from ._coerce import coerce_dataclass, coerce_value
+from ._coerce import PRECISIONS, coerce_dataclass, coerce_value  # noqa: F401  (PRECISIONS re-exported)
 from ._errors import InputError
 
 LOSSES = ("ce", "mse", "label_smoothing")
 SCHEDULES = ("step", "cosine", "constant")
-PRECISIONS = ("fp32", "bf16")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 AUGMENTS = ("none", "shift", "crop_flip")
 ADVERSARIAL = ("none", "fgsm_rs", "pgd", "trades")
@@ -63,13 +62,16 @@ class TrainConfig:
     then a horizontal flip with probability 1/2 (the CIFAR standard). Accuracy and collapse are measured on
     the unaugmented data.
 
-    ``adversarial``: ``none``; ``pgd`` (PGD-AT, Madry et al. 2018: cross-entropy on PGD examples from a
-    uniform random start); ``fgsm_rs`` (Wong, Rice & Kolter 2020: one signed step of ``1.25 * adv_eps`` from a
+    ``adversarial``: ``none``; ``pgd`` (PGD-AT, Madry et al. 2018: the training loss on PGD examples from a
+    uniform random start, the examples ascending that same loss: cross-entropy for ``loss: ce``, as in their
+    paper; the recipe's MSE or smoothed loss otherwise, the saddle-point problem of that loss); ``fgsm_rs`` (Wong, Rice & Kolter 2020: one signed step of ``1.25 * adv_eps`` from a
     uniform start; Linf only); ``trades`` (Zhang et al. 2019: ``CE + trades_beta * KL`` with KL-maximising
     examples from ``x + 0.001 N(0, I)``, found in eval mode). ``adv_eps`` is the budget in the [0, 1] input
     scale under ``adv_norm``, required with adversarial training (a number or a fraction such as ``8/255``);
     ``adv_steps`` and ``adv_step_size`` the inner attack's steps and step length (default step:
-    ``2.5 * adv_eps / adv_steps`` for pgd and trades, ``1.25 * adv_eps`` for fgsm_rs, which takes one step).
+    ``2.5 * adv_eps / adv_steps`` for pgd and trades, ``1.25 * adv_eps`` for fgsm_rs, which takes one step;
+    TRADES' authors use ``2 * eps / steps`` under L2 and their CIFAR setting is ``2.26 * eps / steps`` under
+    Linf: set ``adv_step_size`` to reproduce them).
     See :mod:`ncbench.attacks._training`.
     """
 
@@ -108,10 +110,13 @@ class TrainConfig:
         if not isinstance(self.betas, (list, tuple)) or len(self.betas) != 2:
             raise InputError(f"train.betas must be two numbers, e.g. [0.9, 0.999]; got {self.betas!r}")
         object.__setattr__(self, "betas", tuple(coerce_value(b, "float", "train.betas") for b in self.betas))
-        if self.epochs < 1 or self.batch_size < 1:
-            raise InputError(f"epochs and batch_size must be >= 1; got {self.epochs}, {self.batch_size}")
-        if not self.lr > 0 or self.weight_decay < 0 or not 0 <= self.momentum < 1:
-            raise InputError("need lr > 0, weight_decay >= 0 and momentum in [0, 1)")
+        for ok, rule, value in ((self.epochs >= 1, "train.epochs must be >= 1", self.epochs),
+                                (self.batch_size >= 1, "train.batch_size must be >= 1", self.batch_size),
+                                (self.lr > 0, "train.lr must be > 0", self.lr),
+                                (self.weight_decay >= 0, "train.weight_decay must be >= 0", self.weight_decay),
+                                (0 <= self.momentum < 1, "train.momentum must be in [0, 1)", self.momentum)):
+            if not ok:
+                raise InputError(f"{rule}; got {value!r}")
         if self.loss not in LOSSES:
             raise InputError(f"loss must be one of {LOSSES}; got {self.loss!r}")
         if self.schedule not in SCHEDULES:
@@ -400,8 +405,10 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, 
     """
     from tqdm.auto import tqdm
 
+    from ._inputs import as_inputs
     from .features import as_model_input, prepare_model
 
+    x, y = as_inputs(model, x, y, who="train")  # float64 inputs, int32 labels: cast, not a crash inside torch
     device = torch.device(device)
     num_classes = model.fc.out_features
     gen = torch.Generator(device="cpu").manual_seed(seed)

@@ -671,3 +671,20 @@ def test_layer_collapse_measures_the_layer_not_the_inplace_activation_after_it()
     after_relu = collapse_metrics((bn.clamp_min(0), y), ls_gap=False)["train"]["nc1"]
     assert out["1"]["train"]["nc1"] == pytest.approx(expected, rel=1e-9)
     assert abs(after_relu - expected) > 1e-3 * expected
+
+
+def test_layer_collapse_takes_float64_numpy_inputs():
+    # catches: batches handed to a float32 model as float64 ("mat1 and mat2 must have the same dtype"); numpy
+    # arrays are float64 by default, and docs/metrics.md shows exactly this call
+    import numpy as np
+    from torch import nn
+
+    from ncbench.collapse import layer_collapse
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    x = np.random.default_rng(0).standard_normal((40, 4))
+    y = np.arange(40, dtype=np.int32) % 2
+    a = layer_collapse(net, (x, y), layers=["1"])
+    b = layer_collapse(net, (x.astype(np.float32), y.astype(np.int64)), layers=["1"])
+    assert a["1"]["train"]["nc1"] == pytest.approx(b["1"]["train"]["nc1"], rel=1e-12)

@@ -103,8 +103,14 @@ def test_losses_reduce_training_loss(digits, loss):
 def test_bad_training_config():
     with pytest.raises(InputError, match="loss must be one of"):
         TrainConfig(loss="hinge")
-    with pytest.raises(InputError, match="epochs and batch_size must be >= 1"):
-        TrainConfig(epochs=0)
+    # each refusal names its field and the value at fault
+    for kw, message in (({"epochs": 0}, r"train\.epochs must be >= 1; got 0"),
+                        ({"batch_size": -2}, r"train\.batch_size must be >= 1; got -2"),
+                        ({"lr": 0}, r"train\.lr must be > 0; got 0\.0"),
+                        ({"weight_decay": -1}, r"train\.weight_decay must be >= 0; got -1\.0"),
+                        ({"momentum": 1.0}, r"train\.momentum must be in \[0, 1\); got 1\.0")):
+        with pytest.raises(InputError, match=message):
+            TrainConfig(**kw)
 
 
 def test_gaussian_mixture_separation_controls_difficulty():

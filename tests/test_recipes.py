@@ -506,3 +506,62 @@ def test_adversarial_training_buys_autoattack_robustness(standard_twin_robust, m
     robust = _mnist1d_twin(method)
     print(f"{method}: AutoAttack robust accuracy at Linf 0.01 {robust:.3f} vs standard {standard_twin_robust:.3f}")
     assert robust - standard_twin_robust >= margin
+
+
+def test_train_takes_float64_inputs_and_int32_labels():
+    # catches: "expected m1 and m2 to have the same dtype" / "expected target dtype to be Long" inside torch
+    from ncbench.models import create_model
+    from ncbench.train import TrainConfig, train
+
+    torch.manual_seed(0)
+    x = torch.rand(64, 1, 8, 8, dtype=torch.float64)
+    y = (torch.arange(64) % 10).to(torch.int32)
+    model = create_model("mlp", input_shape=(1, 8, 8), num_classes=10, width=8, depth=1)
+    result = train(model, x, y, TrainConfig(epochs=1, batch_size=32), progress=False)
+    assert 0.0 <= result.history[-1]["train_accuracy"] <= 1.0
+
+
+def test_trades_loss_is_its_formula():
+    # catches: the KL the wrong way round (KL(f(x') || f(x))), a dropped or fixed beta, a mean over classes
+    # instead of the sum, or KL(f(x) || f(x)) (the adversarial logits never used): the loss against
+    # CE(f(x), y) + beta * (1/N) sum_i sum_c p_c(x_i) (log p_c(x_i) - log p_c(x'_i)) computed here directly
+    from ncbench.attacks._training import trades_loss
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(5, 4)
+    x, x_adv = torch.randn(6, 5), torch.randn(6, 5)
+    y = torch.tensor([0, 1, 2, 3, 0, 1])
+    with torch.no_grad():
+        p, q = torch.softmax(model(x), 1), torch.softmax(model(x_adv), 1)
+    forward_kl = (p * (p.log() - q.log())).sum() / 6
+    reverse_kl = (q * (q.log() - p.log())).sum() / 6
+    assert abs(float(forward_kl - reverse_kl)) > 1e-3  # the case tells the two directions apart
+    with torch.no_grad():
+        ce = torch.nn.functional.cross_entropy(model(x), y)
+    for beta in (0.0, 1.0, 6.0):
+        loss, logits = trades_loss(model, x, x_adv, y, beta)
+        assert float(loss.detach()) == pytest.approx(float(ce + beta * forward_kl), rel=1e-5)
+    assert torch.equal(logits.detach(), model(x).detach())
+
+
+def test_pgd_at_examples_follow_the_written_out_steps():
+    # catches: a projection only at the end, steps along the raw gradient under Linf, a missing [0, 1] clamp
+    from ncbench.attacks._training import pgd_at_examples
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(8, 3))
+    x = torch.rand(5, 1, 8)
+    y = torch.tensor([0, 1, 2, 0, 1])
+    eps, steps, alpha = 0.1, 4, 0.06
+    g = torch.Generator().manual_seed(3)
+    got = pgd_at_examples(model, x, y, eps=eps, norm="Linf", steps=steps, step_size=alpha, generator=g,
+                          loss_fn=torch.nn.functional.cross_entropy)
+    from ncbench.attacks._pgd import random_start
+
+    adv = random_start(x, eps, "Linf", torch.Generator().manual_seed(3))
+    for _ in range(steps):
+        adv = adv.detach().requires_grad_(True)
+        grad, = torch.autograd.grad(torch.nn.functional.cross_entropy(model(adv), y), adv)
+        adv = adv.detach() + alpha * grad.sign()
+        adv = torch.clamp(x + torch.clamp(adv - x, -eps, eps), 0, 1)
+    assert torch.allclose(got, adv, atol=1e-7)

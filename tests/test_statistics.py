@@ -238,15 +238,17 @@ def test_a_margin_is_paired_and_sign_free(frame):
 
 
 def test_negating_a_measure_changes_no_score_but_the_sign(frame):
-    """Catches a PGDL score that moves when a measure is negated (the competition's self-pairs) and a
-    sign-error or rank that depends on the measure's sign."""
+    """Catches a PGDL score or rank that moves when a measure is negated (the competition's self-pairs). The
+    sign-error keeps the direction the hypothesis states (both columns are collapse metrics: lower should go
+    with higher accuracy), so negating the measure turns each environment's error into its complement."""
     f = frame.assign(**{"train.neg": -frame["train.anti"]})
     t = regress(f, ["test_accuracy"], ["train.anti", "train.neg", "train.rand"], n_boot=0).set_index("predictor")
     a, b = t.loc["train.anti"], t.loc["train.neg"]
     assert 0 < a["pgdl"] < 100 and 0 < a["pgdl_no_self"] < 100
-    for col in ("pgdl", "pgdl_no_self", "sign_error_mean", "sign_error_p90", "sign_error_max", "rank"):
+    for col in ("pgdl", "pgdl_no_self", "rank"):
         assert a[col] == b[col], col
     assert a["psi"] == -b["psi"] and a["tau"] == -b["tau"]
+    assert a["sign_error_mean"] + b["sign_error_mean"] == pytest.approx(1.0, abs=1e-9)
 
 
 # ---------------------------------------------------------------- Dziugaite et al.'s robust sign-error
@@ -479,3 +481,34 @@ def test_psi_figure_legend_covers_no_bar(table):
     assert not any(legend.overlaps(b) for b in bars)
     assert fig.bbox.contains(legend.x1 - 1, legend.y0 + 1)  # and it is on the figure, not cut off
     plt.close(fig)
+
+
+def test_the_best_predictor_is_not_tested_against_itself():
+    # catches: a p-value of 1 for each target's best-vs-itself row entering the correction (it adds one fake test
+    # per target and inflates every adjusted p-value of the paired comparisons)
+    frame = grid_frame(LEVELS)
+    table = regress(frame, ["test_accuracy"], None, list(frame.attrs["axes"]), n_boot=50)
+    ranked = table[table["rank"].notna()]
+    best = ranked[ranked["predictor"] == ranked["best_predictor"]]
+    assert len(best) == 1 and best["best_p"].isna().all() and bool(best["tied_with_best"].iloc[0])
+    assert table["best_p"].notna().sum() == len(ranked) - 1
+
+
+def test_sign_error_orients_by_the_stated_hypothesis_not_by_the_data():
+    # catches: the sign-error oriented by the data's own tau (optimistic for weak predictors): a collapse metric
+    # whose association runs against its hypothesis (more collapse, lower accuracy) must score badly, not well
+    from ncbench.analysis._frame import a_priori_sign
+
+    assert a_priori_sign("train.nc1", "test_accuracy") == -1
+    assert a_priori_sign("test_pred.ncc_accuracy", "test_accuracy") == 1
+    assert a_priori_sign("measures.path_norm", "robust_accuracy@0.01") == -1
+    assert a_priori_sign("train_margin_p10", "test_accuracy") == 1
+    assert a_priori_sign("estimators.atc", "test_accuracy") == 1
+    assert a_priori_sign("train.nc1", "generalization_gap") == 1
+    assert a_priori_sign("something_else", "test_accuracy") == 0
+    frame = grid_frame(LEVELS).copy()
+    frame["train.backwards"] = -frame["train.nc1"]  # higher value, more accuracy: against the collapse hypothesis
+    table = regress(frame, ["test_accuracy"], ["train.nc1", "train.backwards"], list(frame.attrs["axes"]),
+                    n_boot=20)
+    row = table.set_index("predictor")
+    assert row.loc["train.nc1", "sign_error_mean"] < 0.2 < row.loc["train.backwards", "sign_error_mean"]

@@ -365,3 +365,33 @@ def capacity_axis(axes) -> str:
         if any(w in a for w in CAPACITY_WORDS):
             return a
     return axes[0]
+
+
+#: collapse keys where higher means more collapsed / better (every other collapse key: lower is more collapsed)
+_HIGHER_IS_COLLAPSED = ("ncc_accuracy",)
+#: measures whose larger value predicts better generalization (every other measure is a complexity)
+_HIGHER_IS_BETTER_MEASURES = ("train_margin_p10",)
+
+
+def a_priori_sign(predictor: str, target: str) -> int:
+    """The sign of the association each predictor's hypothesis states, fixed before looking at the data (as
+    Dziugaite et al. orient every measure): +1 when a larger value should go with a larger target, -1 the
+    reverse, 0 when none is stated.
+
+    More collapse goes with better accuracy (collapse metrics: lower is more collapsed, ``ncc_accuracy``
+    higher); a larger complexity measure with worse generalization (``measures.*``, the parameter count, the sum
+    of squared weights, the final training loss; the margin the other way); an estimator of accuracy with higher
+    accuracy. For the generalization gap, where larger is worse, every sign flips.
+    """
+    name = predictor.rsplit(".", 1)[-1]
+    if is_collapse_column(predictor) or predictor.startswith(("val.", "val_pred.", "test_pred.", "train_adv.",
+                                                               "test_adv.")):
+        sign = 1 if name in _HIGHER_IS_COLLAPSED else -1
+    elif predictor.startswith("estimators."):
+        sign = 1
+    elif predictor.startswith("measures.") or predictor in BASELINES:
+        sign = 1 if name in _HIGHER_IS_BETTER_MEASURES else -1
+    else:
+        return 0
+    return -sign if target == "generalization_gap" else sign
+

@@ -9,7 +9,7 @@ import pandas as pd
 import scipy.stats
 
 from .._errors import InputError
-from ._frame import (BASELINE_FAMILY, FAMILIES, build_grid, capacity_axis, check_columns, check_frame,
+from ._frame import (BASELINE_FAMILY, FAMILIES, a_priori_sign, build_grid, capacity_axis, check_columns, check_frame,
                      default_predictors, default_targets, family_of, incomplete_predictors, is_collapse_column,
                      is_complete, is_robustness_target, names_arg, numeric_column, reads_test_labels, resolve_axes)
 from ._pgdl import cmi_ratios, pair_bins, score_from_ratios
@@ -449,11 +449,15 @@ def regress(frame, targets=None, predictors=None, axes=None, *, group_axis: str 
                 baseline = base_idx[0]
                 comp["baseline"] = line_summary([o - o[baseline][None, :] for o in oriented], grid.shape)
 
-        # Dziugaite et al.'s sign-error (runs, not configurations), when the target has a noise model.
+        # Dziugaite et al.'s sign-error (runs, not configurations), when the target has a noise model. Each measure
+        # is oriented by the sign its hypothesis states before the data are seen (a_priori_sign), as theirs are:
+        # orienting by the data's own tau would make a weak predictor's sign-error optimistic. Only a predictor
+        # with no stated direction falls back to its tau.
         n_rows_points, _, _ = target_points(frame, t)
+        orient_prior = np.array([a_priori_sign(p, t) or orient_tau[k] for k, p in enumerate(predictors)])
         if n_rows_points is not None:
             se_out = robust_sign_error(row_x, numeric_column(frame, t), n_rows_points, grid.row_cells, grid.shape,
-                                       orient_tau, min_ess=float(min_ess))
+                                       orient_prior, min_ess=float(min_ess))
         else:
             se_out = None
             target_notes.append("sign-error: no point count for this target (no binomial noise model), so no "
@@ -492,7 +496,8 @@ def regress(frame, targets=None, predictors=None, axes=None, *, group_axis: str 
                 row["best_diff"] = float(c["psi"][pi])
                 lo, hi = t_interval(c["psi"][pi], c["se"][pi], c["df"], bound=2.0)
                 row["best_diff_lo"], row["best_diff_hi"] = float(lo), float(hi)
-                row["best_p"] = float(t_p(c["psi"][pi], c["se"][pi], c["df"]))
+                if pi != best:  # the best against itself is no test: it would inflate the correction's count
+                    row["best_p"] = float(t_p(c["psi"][pi], c["se"][pi], c["df"]))
             if baseline is not None:
                 row["baseline"] = predictors[baseline]
                 if not test_labels[pi] and families[pi] != BASELINE_FAMILY:

@@ -9,6 +9,7 @@ import pandas as pd
 
 from .._errors import InputError
 from .._io import write_replace
+from ._stats import ALPHA
 
 #: Columns :func:`ranked` needs.
 _NEEDED = ("target", "predictor", "psi", "tau")
@@ -242,7 +243,7 @@ def format_ranking(table: pd.DataFrame, top: int = 5) -> str:
         if "vs_baseline" in rows.columns and len(shown):
             lead = next((r for _, r in shown.iterrows() if fmt(r.get("vs_baseline")) != "n/a"), None)
             if lead is not None:
-                sig = "significant" if _float(lead.get("vs_baseline_p_adj")) < 0.05 else "not significant"
+                sig = "significant" if _float(lead.get("vs_baseline_p_adj")) < ALPHA else "not significant"
                 lines.append(f"  {lead['predictor']} vs the best baseline {lead['baseline']}: |Psi| "
                              f"{fmt_ci(lead['vs_baseline'], lead.get('vs_baseline_lo'), lead.get('vs_baseline_hi'))}"
                              f", corrected p {fmt_p(lead.get('vs_baseline_p_adj'))} ({sig})")

@@ -9,7 +9,7 @@ from .._budget import canonical_eps, eps_label
 from .._coerce import coerce_dataclass
 from .._errors import InputError
 from .._registry import Registry
-from ..train import PRECISIONS  # one list of numeric precisions for training and attacks
+from .._coerce import PRECISIONS  # one list of numeric precisions for training and attacks
 
 ATTACKS: Registry = Registry("attack")
 NORMS = ("Linf", "L2")

@@ -10,7 +10,7 @@ from torch import nn
 
 from .._budget import eps_label
 from .._errors import InputError
-from ..features import as_model_input
+from ..features import InModelFormat
 from ..features import predict as _predict
 from . import _checks as C
 from ._adapters import DECISION_RTOL, Autocast, StableArgmax, as_inputs
@@ -18,18 +18,6 @@ from ._adapters import perturbation_size as _size
 from ._config import ATTACKS, AttackConfig, JobContext
 from ._library import min_perturbation_fab
 from ._seeding import chunks_of, preserved_global_rng
-
-
-class _InFormat(nn.Module):
-    """Feeds ``model`` its inputs in its memory format (channels_last for 2-D convolutions): attacks keep
-    working on plain tensors, the model runs as fast as in training and evaluation."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(as_model_input(self.model, x))
 
 
 def check_model_output(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
@@ -136,7 +124,8 @@ def robustness_curve(model: nn.Module, x, y, cfg: AttackConfig, *, seed: int = 0
     if cfg.n_points is not None:
         x, y = x[:cfg.n_points], y[:cfg.n_points]
     if not (float(x.min()) >= 0.0 and float(x.max()) <= 1.0):
-        raise InputError(f"inputs must lie in [0, 1]; got values in [{float(x.min()):.3g}, {float(x.max()):.3g}]")
+        raise InputError(f"robustness_curve: inputs must lie in [0, 1]; got values in [{float(x.min()):.3g}, "
+                         f"{float(x.max()):.3g}]")
     from ..features import model_device
 
     device = model_device(model)
@@ -161,7 +150,7 @@ def _curve(model, x, y, cfg: AttackConfig, seed: int, progress: bool) -> dict:
     num_classes = check_model_output(model, x, y)
     sample = slice(0, min(cfg.check_points, x.shape[0]))
     checks = [C.check_eval_mode(model), C.check_deterministic(model, x[sample]), C.check_logits(model, x[sample])]
-    fmt = _InFormat(model).eval()
+    fmt = InModelFormat(model).eval()
     # the one decision rule: every argmax below (clean, attacks' early stops, each eps, the recount) is stable
     target = StableArgmax(Autocast(fmt) if cfg.precision == "bf16" else fmt, DECISION_RTOL[cfg.precision]).eval()
     bs = cfg.batch_size
@@ -281,7 +270,8 @@ def adversarial_examples(model: nn.Module, x, y, cfg: AttackConfig, eps: float, 
 
     x, y = as_inputs(model, x, y, who="adversarial_examples")
     if not (float(x.min()) >= 0.0 and float(x.max()) <= 1.0):
-        raise InputError(f"inputs must lie in [0, 1]; got values in [{float(x.min()):.3g}, {float(x.max()):.3g}]")
+        raise InputError(f"adversarial_examples: inputs must lie in [0, 1]; got values in [{float(x.min()):.3g}, "
+                         f"{float(x.max()):.3g}]")
     if not eps > 0:
         return x.to(model_device(model)).clone()
     device = model_device(model)
@@ -294,7 +284,7 @@ def adversarial_examples(model: nn.Module, x, y, cfg: AttackConfig, eps: float, 
     try:
         with preserved_global_rng(device):
             num_classes = check_model_output(model, x, y)
-            fmt = _InFormat(model).eval()
+            fmt = InModelFormat(model).eval()
             target = StableArgmax(Autocast(fmt) if cfg.precision == "bf16" else fmt,
                                   DECISION_RTOL[cfg.precision]).eval()
             job = JobContext(seed=int(seed))

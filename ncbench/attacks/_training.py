@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..features import InModelFormat  # noqa: F401  (re-exported: the wrapper adversarial training runs through)
 from ._pgd import _flat_norm, pgd, random_start
 
 #: FGSM-RS's step as a multiple of eps (Wong, Rice & Kolter 2020: alpha = 10/255 at eps = 8/255)
@@ -37,20 +38,6 @@ FGSM_RS_STEP = 1.25
 PGD_STEP_FACTOR = 2.5
 #: the standard deviation of TRADES' starting noise (Zhang et al. 2019's code)
 TRADES_START_STD = 0.001
-
-
-class InModelFormat(nn.Module):
-    """``model`` fed its inputs in its memory format (channels_last for 2-D convolutions): the attacks' iterates
-    stay plain tensors and the model runs as fast as in training. Its mode is the wrapped model's."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from ..features import as_model_input
-
-        return self.model(as_model_input(self.model, x))
 
 
 def project(adv: torch.Tensor, x: torch.Tensor, eps: float, norm: str) -> torch.Tensor:

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from .._errors import InputError
+from .._inputs import model_dtype
 from ._api import GLOBAL_MEANS, _finalize
 from ._stats import SpanStats, SplitStats
 from ._validate import as_tensor, check_all_classes_present, check_labels
@@ -69,12 +70,13 @@ def layer_batches(model: nn.Module, x, layers: list[str], *,
         return hook
 
     device, fmt = _device_and_format(model)
+    dtype = model_dtype(model)  # numpy inputs are float64 by default: cast, as every entry point does
     handles = [modules[name].register_forward_hook(hook_for(name)) for name in layers]
     was = model.training
     model.eval()
     try:
         for start in range(0, x.shape[0], batch_size):
-            xb = x[start:start + batch_size].to(device)
+            xb = x[start:start + batch_size].to(device=device, dtype=dtype)
             if fmt is not None and xb.ndim == 4:
                 xb = xb.contiguous(memory_format=fmt)
             model(xb)

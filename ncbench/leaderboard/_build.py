@@ -255,17 +255,21 @@ def build(grid_path: str, *, store: str, leaderboards: str = "leaderboards", boa
                                        weights_file=weights)
             written.append(write_entry(entry, board.path, rebuild=True))  # a sweep's own entry: replaced whole
     written = export_data(st, grid.name, out_dir, source=source) + written
+    if board_ids:  # the boards are finished before the measures board, which may refuse a grid too small to rank
+        for path in stray_weights(lb):  # weights a rebuilt entry no longer names
+            path.unlink()
+            log(f"removed {path}: no entry names it any more")
+        written += render_all(leaderboards, boards=board_ids)
     frame = load_frame(st, sweep=grid.name)
-    table = regress(frame, axes=list(frame.attrs["axes"]))
+    try:
+        table = regress(frame, axes=list(frame.attrs["axes"]))
+    except InputError as err:  # e.g. fewer than 3 configurations, or seeds only: the boards stand, no measures board
+        log(f"measures board of {grid.name} skipped: {err}")
+        return written
     command = f"ncbench leaderboard build {source}" + (" --no-boards" if no_boards else "")
     written += write_measures_board(table, lb / MEASURES / grid.name, sweep=grid.name, command=command,
                                     n_models=len(frame),
                                     source_note=(f"{grid.note} " if grid.note else "")
                                     + f"{len(frame)} models of sweep {grid.name} ({source}); data: "
                                       f"leaderboards/data/{grid.name}/")
-    if board_ids:
-        for path in stray_weights(lb):  # weights a rebuilt entry no longer names
-            path.unlink()
-            log(f"removed {path}: no entry names it any more")
-        written += render_all(leaderboards, boards=board_ids)
     return written

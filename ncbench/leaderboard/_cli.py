@@ -174,8 +174,11 @@ def cmd_submit(args) -> int:
         print(message, file=sys.stderr)
 
     if args.check:
-        if args.replace:
-            raise InputError("--check writes nothing: leave out --replace")
+        given = [flag for flag, v in (("--replace", args.replace), ("--claim-clean", args.claim_clean),
+                                      ("--claim-robust", args.claim_robust), ("--paper-bib", args.paper_bib)) if v]
+        if given:
+            raise InputError(f"--check re-evaluates the committed entry and writes nothing: leave out "
+                             f"{', '.join(given)}")
         entry, diffs = check_submission(args.checkpoint, args.board, name=args.name, entry_id=args.entry_id,
                                         trust=args.trust_checkpoint, leaderboards=args.leaderboards,
                                         data_dir=args.data_dir, device=args.device, progress=not args.quiet, log=log)
