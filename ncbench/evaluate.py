@@ -413,7 +413,10 @@ def prepare(cfg: EvaluateConfig, *, checkpoint: str | None = None, progress: boo
                 from ._io import write_replace
 
                 write_replace(init_file(path), save({k: v.contiguous() for k, v in init.items()}))
-                save_checkpoint(model, path, training=training_metadata(cfg, None, trained, model.init_checksum))
+                # the job that trained it: the first job of this training identity (a later job with another attack
+                # reuses the file and keeps this id)
+                save_checkpoint(model, path, training=training_metadata(cfg, digest(identity(cfg)), trained,
+                                                                        model.init_checksum))
         else:
             prepare_model(model, device)
             model.initial_state, model.initial_note = initial_weights(model, path)

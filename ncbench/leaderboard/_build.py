@@ -236,6 +236,9 @@ def build(grid_path: str, *, store: str, leaderboards: str = "leaderboards", boa
     written: list[Path] = []
     seed_axis = "seed" if "seed" in grid.axes else None
     committed = committed_checkpoints(lb) if board_ids else {}
+    grid_jobs = {job.cell: job for job in grid.jobs}
+    from ..config import build_config
+    from ..identity import compute_job_id
     for board_id in board_ids:
         board = load_board(board_id, leaderboards)
         bsweep = board_sweep(grid, board, st.folder / "checkpoints", st.statuses(), committed)
@@ -253,6 +256,10 @@ def build(grid_path: str, *, store: str, leaderboards: str = "leaderboards", boa
             weights = commit_weights(checkpoint_of[record["provenance"]["job_id"]], lb)
             entry = entry_from_records(board, record, entry_id=entry_id, name=name, source="sweep",
                                        weights_file=weights)
+            if entry["training"].get("source") == "recipe" and entry["training"].get("job_id") is None:
+                # a checkpoint kept by an older ncbench names no job: the grid cell's job trained it
+                cell = next(c["cell"] for c in st.grid(bsweep.name) if c["job_id"] == record["provenance"]["job_id"])
+                entry["training"]["job_id"] = compute_job_id(build_config(grid_jobs[cell].config))
             written.append(write_entry(entry, board.path, rebuild=True))  # a sweep's own entry: replaced whole
     written = export_data(st, grid.name, out_dir, source=source) + written
     if board_ids:  # the boards are finished before the measures board, which may refuse a grid too small to rank
