@@ -2,6 +2,7 @@
 
 import json
 import math
+import os
 import multiprocessing
 import sqlite3
 
@@ -284,3 +285,31 @@ def test_import_reads_jsonl_lines_and_names_the_bad_ones(store, tmp_path):
         import_records(store, tmp_path / "x.txt")
     code, _, err = cli("results", "export", "--store", store.path, "--format", "csv", "-o", tmp_path / "r.jsonl")
     assert code == 2 and "--format csv but -o" in err
+
+
+def _open_new_store(path, barrier):
+    from ncbench.store._db import connect
+
+    barrier.wait()
+    try:
+        connect(path, create=True).close()
+    except Exception:  # noqa: BLE001 - the exit code is what the test reads
+        os._exit(1)
+
+
+def test_processes_creating_one_store_at_once_all_open_it(tmp_path):
+    """Six processes open one new store file at the same instant, 15 times over: the switch to WAL mode takes a
+    lock SQLite does not wait for, so without a retry one of them fails with "database is locked" (2 of 240
+    opens failed in a measured run of the unretried code)."""
+    ctx = multiprocessing.get_context("fork")
+    failed = 0
+    for round_ in range(15):
+        path = str(tmp_path / f"s{round_}.sqlite")
+        barrier = ctx.Barrier(6)
+        procs = [ctx.Process(target=_open_new_store, args=(path, barrier)) for _ in range(6)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(60)
+        failed += sum(p.exitcode != 0 for p in procs)
+    assert failed == 0

@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -148,7 +149,7 @@ def connect(path: str | os.PathLike, *, create: bool) -> sqlite3.Connection:
     try:
         conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
         conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        mode = _switch_to_wal(conn)
         conn.execute("PRAGMA synchronous = FULL")  # a committed job survives a power cut, not only a crash
         version = conn.execute("PRAGMA user_version").fetchone()[0]
     except sqlite3.DatabaseError as err:
@@ -173,6 +174,23 @@ def connect(path: str | os.PathLike, *, create: bool) -> sqlite3.Connection:
                 _run(conn, MIGRATIONS[step])
             conn.execute(f"PRAGMA user_version = {STORE_VERSION}")
     return conn
+
+
+def _switch_to_wal(conn: sqlite3.Connection) -> str:
+    """``PRAGMA journal_mode = WAL``, retried: on a new file that other processes open at the same moment the
+    switch needs a lock that SQLite does not wait for (it reports "locked", or answers the old mode), so the
+    first opener may lose the race; it tries again until the busy timeout."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    while True:
+        try:
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err) and "busy" not in str(err):
+                raise
+            mode = None
+        if (mode is not None and str(mode).lower() == "wal") or time.monotonic() > deadline:
+            return mode if mode is not None else "locked"
+        time.sleep(0.05)
 
 
 def _run(conn: sqlite3.Connection, script: str) -> None:
