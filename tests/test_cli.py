@@ -97,13 +97,14 @@ def test_evaluate_a_saved_checkpoint(tmp_path, digits_checkpoint, digits_model, 
     assert rec["accuracy"]["test"] == pytest.approx(acc)
 
 
-def _check_record(rec, n_train, n_test):
+def _check_record(rec, n_train, n_test, n_val=0):
     from ncbench.record import validate_record
 
     validate_record(rec)
     assert rec["schema_version"] == 3
     prov = rec["provenance"]
     assert prov["dataset"]["n_train"] == n_train and prov["dataset"]["n_test"] == n_test
+    assert prov["dataset"]["n_val"] == n_val and (rec["accuracy"]["val"] is None) == (n_val == 0)
     assert len(prov["job_id"]) == 64 and prov["versions"]["torch"] == torch.__version__
     assert set(prov["wall_time_s"]) >= {"data", "train", "features", "collapse", "attack", "total"}
     assert rec["accuracy"]["train"] == 1.0
@@ -122,7 +123,7 @@ def test_readme_default_evaluate_end_to_end(tmp_path):
     assert proc.returncode == 0, proc.stderr
     (path,) = (tmp_path / "ncbench-results").glob("*.json")
     rec = json.loads(path.read_text())
-    _check_record(rec, 4000, 1000)
+    _check_record(rec, 3500, 1000, n_val=500)  # the default holds 500 of the 4000 training points out
     assert rec["accuracy"]["test"] >= 0.85
     assert "nc1" in proc.stdout and "robust acc" in proc.stdout and str(path.name) in proc.stdout
     # another job writes a second record, never over the first; the same job is not computed again
