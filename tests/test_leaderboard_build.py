@@ -40,7 +40,7 @@ def test_build_fills_the_boards_and_resumes(tmp_path, capsys):
     shutil.copytree(REPO / "leaderboards" / "schema", lb / "schema", dirs_exist_ok=True)
     for norm in ("Linf", "L2"):
         board = lb / "digits" / norm / "board.yaml"
-        board.write_text(board.read_text().replace("n_points: 450", "n_points: 40"))
+        board.write_text(board.read_text().replace("n_points: 200", "n_points: 40"))
     grid = tmp_path / "grid.yaml"
     grid.write_text(GRID)
     store = tmp_path / "res" / "results.sqlite"
@@ -66,6 +66,21 @@ def test_build_fills_the_boards_and_resumes(tmp_path, capsys):
         n = e["training"]["dataset"]["args"]["n_train"]
         width = e["architecture_args"]["width"]
         assert e["collapse"]["train"]["nc1"] == pytest.approx(frame.loc[(width, n, 0), "train.nc1"], rel=1e-9)
+    # the job a board entry records is the one `leaderboard verify` and `submit` run on its committed weights:
+    # the board's protocol alone, no generalization measures and no collapse under attack (a build that dropped
+    # those keys ran 4 times longer under an identity nobody could reproduce)
+    from ncbench.identity import compute_job_id
+    from ncbench.leaderboard import load_board
+    from ncbench.leaderboard._verify import protocol_config
+
+    board = load_board("digits/Linf", lb)
+    for e in entries["Linf"]:
+        cfg, _ = protocol_config(board, lb / e["weights_file"]["path"], seed=e["evaluation"]["seed"])
+        assert compute_job_id(cfg) == e["evaluation"]["job_id"]
+    records = {json.loads(x)["provenance"]["job_id"]: json.loads(x)
+               for x in gzip.decompress((lb / "data" / "tiny-digits" / "boards.jsonl.gz").read_bytes()).splitlines()}
+    assert all("adv_collapse" not in r["provenance"]["wall_time_s"] and "switched off" in r["measures_info"]["note"]
+               for r in records.values())
     measures = lb / "measures" / "tiny-digits"
     assert (measures / "measures.csv").is_file() and "test_accuracy" in (measures / "README.md").read_text()
     data = lb / "data" / "tiny-digits"

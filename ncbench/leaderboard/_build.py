@@ -171,7 +171,11 @@ def board_sweep(grid, board, checkpoints: Path, statuses: dict, committed: dict 
             raise InputError(f"cell {job.cell} {job.axes} trained on {cell_cfg.dataset} {split}, not on board "
                              f"{board.id}'s split {dict(board.dataset_args)}")
         full = cfg.to_dict()
-        config = {k: full[k] for k in ("dataset", "dataset_args", "attack", "extra_attacks", "seed", "checkpoint")}
+        # every key the protocol sets (board_config): without measures and adv_collapse_points the job would
+        # compute what the entry never shows (collapse under AutoAttack: 200 of a board job's 266 s) under an
+        # identity that `leaderboard verify` and `submit` never reproduce
+        config = {k: full[k] for k in ("dataset", "dataset_args", "attack", "extra_attacks", "seed", "checkpoint",
+                                       "measures", "adv_collapse_points")}
         jobs.append(SweepJob(cell=job.cell, axes=dict(job.axes), config=config))
     return Sweep(name=f"{grid.name}@{board.id}", axes=grid.axes, jobs=tuple(jobs), base={}, n_cells=len(jobs))
 
@@ -236,9 +240,6 @@ def build(grid_path: str, *, store: str, leaderboards: str = "leaderboards", boa
     written: list[Path] = []
     seed_axis = "seed" if "seed" in grid.axes else None
     committed = committed_checkpoints(lb) if board_ids else {}
-    grid_jobs = {job.cell: job for job in grid.jobs}
-    from ..config import build_config
-    from ..identity import compute_job_id
     for board_id in board_ids:
         board = load_board(board_id, leaderboards)
         bsweep = board_sweep(grid, board, st.folder / "checkpoints", st.statuses(), committed)
@@ -256,10 +257,6 @@ def build(grid_path: str, *, store: str, leaderboards: str = "leaderboards", boa
             weights = commit_weights(checkpoint_of[record["provenance"]["job_id"]], lb)
             entry = entry_from_records(board, record, entry_id=entry_id, name=name, source="sweep",
                                        weights_file=weights)
-            if entry["training"].get("source") == "recipe" and entry["training"].get("job_id") is None:
-                # a checkpoint kept by an older ncbench names no job: the grid cell's job trained it
-                cell = next(c["cell"] for c in st.grid(bsweep.name) if c["job_id"] == record["provenance"]["job_id"])
-                entry["training"]["job_id"] = compute_job_id(build_config(grid_jobs[cell].config))
             written.append(write_entry(entry, board.path, rebuild=True))  # a sweep's own entry: replaced whole
     written = export_data(st, grid.name, out_dir, source=source) + written
     if board_ids:  # the boards are finished before the measures board, which may refuse a grid too small to rank
