@@ -402,36 +402,32 @@ def _schedule(it: int, p_init: float = 0.8) -> float:
     return p_init if it <= 10 else p_init / 2 if it <= 50 else p_init / 4
 
 
-AA_EPS = 0.01  # on the default MNIST-1D CNN, robust accuracy is about 0.6 here: the attacks have work to do
-
-
 @pytest.mark.slow
-def test_autoattack_is_no_weaker_than_pgd_100_with_5_restarts(mnist1d_default):
-    ds, model = mnist1d_default
-    x, y = ds.x_test[:500], ds.y_test[:500]
-    aa = run(model, x, y, name="autoattack", eps=(AA_EPS,))
-    pgd = run(model, x, y, name="pgd", eps=(AA_EPS,), steps=100, restarts=5)
-    assert aa["reliable"], aa["unreliable_reasons"]
-    assert aa["curve"][0]["robust_accuracy"] <= pgd["curve"][0]["robust_accuracy"]
-    assert aa["curve"][0]["robust_accuracy"] < aa["clean_accuracy"] - 0.2
+@pytest.mark.parametrize("norm,eps", [("Linf", 0.05), ("L2", 0.5)])
+def test_autoattack_agrees_with_the_reference_and_beats_pgd_100x5(digits_model, digits, norm, eps):
+    """ncbench's AutoAttack (standard) against the reference implementation (pyautoattack, seed 0) on the same
+    model and points: within 1 point of 100 (catches a component dropped or run with the wrong settings), no
+    weaker than PGD-100 with 5 restarts, and the budget bites.
 
-
-@pytest.mark.slow
-@pytest.mark.parametrize("norm,eps", [("Linf", AA_EPS), ("L2", 0.1)])
-def test_autoattack_agrees_with_the_reference_implementation(mnist1d_default, norm, eps):
+    Sized for the suite (the digits MLP, 100 test points: about a minute per norm on 2 cores). Measured on 200
+    points of the same model: Linf 0.05 ours 0.835, reference 0.835, PGD-100x5 0.835 (clean 0.975); L2 0.5 ours
+    0.480, reference 0.480, PGD-100x5 0.490."""
     pyautoattack = pytest.importorskip("pyautoattack")
-    from ncbench.attacks._adapters import As4D, to_4d
 
-    ds, model = mnist1d_default
-    x, y = ds.x_test[:500], ds.y_test[:500]
-    ours = run(model, x, y, name="autoattack", norm=norm, eps=(eps,))
+    x, y = digits.x_test[:100], digits.y_test[:100]
+    ours = run(digits_model, x, y, name="autoattack", norm=norm, eps=(eps,))
     assert ours["reliable"], ours["unreliable_reasons"]
-    ref = pyautoattack.AutoAttack(As4D(model, (1, 40)).eval(), eps=eps, norm=norm, version="standard", seed=0)
-    adv, _ = ref.run_standard_evaluation(to_4d(x), y, batch_size=500)
+    pgd = run(digits_model, x, y, name="pgd", norm=norm, eps=(eps,), steps=100, restarts=5)
+    ref = pyautoattack.AutoAttack(digits_model.eval(), eps=eps, norm=norm, version="standard", seed=0)
+    adv, _ = ref.run_standard_evaluation(x, y, batch_size=100)
     with torch.no_grad():
-        theirs = int((model(adv.reshape(x.shape)).argmax(1) == y).sum()) / len(y)
-    assert ours["curve"][0]["robust_accuracy"] < ours["clean_accuracy"] - 0.1  # the budget bites
-    assert abs(ours["curve"][0]["robust_accuracy"] - theirs) <= 0.01
+        theirs = int((digits_model(adv).argmax(1) == y).sum()) / len(y)
+    robust = ours["curve"][0]["robust_accuracy"]
+    print(f"{norm} {eps}: clean {ours['clean_accuracy']:.3f} ours {robust:.3f} reference {theirs:.3f} "
+          f"PGD-100x5 {pgd['curve'][0]['robust_accuracy']:.3f}")
+    assert robust < ours["clean_accuracy"] - 0.1  # the budget bites
+    assert robust <= pgd["curve"][0]["robust_accuracy"]
+    assert abs(robust - theirs) <= 0.01
 
 
 def test_minimal_norm_attacks_search_once_and_threshold_per_eps(digits_model, digits, monkeypatch):
