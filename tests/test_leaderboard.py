@@ -170,7 +170,7 @@ def test_the_boards_of_the_issue_are_defined():
     for ds in ("mnist1d", "digits", "mnist", "fashion_mnist", "cifar10", "cifar100", "svhn"):
         assert {f"{ds}/Linf", f"{ds}/L2"} <= ids
     assert load_board("cifar10/Linf", LEADERBOARDS).eps_label == "8/255"
-    assert load_board("digits/Linf", LEADERBOARDS).n_points == 450  # the whole digits test split
+    assert load_board("digits/Linf", LEADERBOARDS).n_points == 200  # the first 200 of its 450 test points
 
 
 def test_unknown_board_lists_the_known_ones(lb):
@@ -185,7 +185,7 @@ def test_unknown_board_lists_the_known_ones(lb):
     (lambda t: t.replace("seed: 42}", "seed: 42, n_train: 100}"), r"dataset_args \['n_train'\]"),
     (lambda t: t.replace("norm: Linf", "norm: L2"), r"declares mnist1d/L2 but lies in mnist1d/Linf"),
     (lambda t: t.replace("[0, 0.005, 0.01,", "[0, 0.01, 0.005,"), "strictly ascending"),
-    (lambda t: t.replace("n_points: 500", "n_points: '500'"), "n_points must be an integer"),
+    (lambda t: t.replace("n_points: 200", "n_points: '200'"), "n_points must be an integer"),
     (lambda t: t.replace("version: standard", "version: plus"), r"attack.version must be one of \['standard'\]"),
 ])
 def test_board_file_is_checked(lb, edit, match):
@@ -202,7 +202,7 @@ def test_a_built_entry_is_valid_and_follows_the_record(board):
     assert validate_entry(e, board=board) is e
     assert e["clean_accuracy"] == 0.9  # robustness.clean_accuracy (the board's points), not accuracy.test
     assert e["robust_accuracy"] == {"value": 0.5, "attack": "autoattack", "label": "AutoAttack standard",
-                                    "eps": 0.01, "eps_label": "0.01", "n_points": 500}
+                                    "eps": 0.01, "eps_label": "0.01", "n_points": 200}
     assert [r["eps_label"] for r in e["pgd_curve"]] == list(board.curve_eps_labels)
     assert e["collapse"]["test"]["nc1_test_on_train_means"] == 0.5  # every metric is kept
     assert [c["check"] for c in e["checks"]] == ["autoattack:deterministic", "autoattack:bounds@0.01",
@@ -263,7 +263,7 @@ def test_schema_refuses(board, edit, match):
 @pytest.mark.parametrize("edit, match", [
     (lambda e: e["robust_accuracy"].update(eps=0.02, eps_label="0.02"),
      "robust_accuracy.eps: 0.02 is not board mnist1d/Linf's headline budget 0.01"),
-    (_set(["robust_accuracy", "n_points"], 100), "100 points, but board mnist1d/Linf attacks 500"),
+    (_set(["robust_accuracy", "n_points"], 100), "100 points, but board mnist1d/Linf attacks 200"),
     (lambda e: e["pgd_curve"].pop(), r"board mnist1d/Linf's curve is \['0', '0.005'"),
     (_set(["board"], "mnist1d/L2"), "the entry is for 'mnist1d/L2'"),
 ])
@@ -300,7 +300,7 @@ def test_failed_check_makes_the_entry_unreliable_with_its_reason(board):
     ({"robustness__name": "pgd", "robustness__params": {"steps": 20, "alpha_factor": 2.5, "random_start": True,
                                                          "restarts": 1}},
      r"did not follow board mnist1d/Linf's protocol: name: 'pgd' \(board: 'autoattack'\)"),
-    ({"robustness__n_points": 300}, r"n_points: 300 \(board: 500\)"),
+    ({"robustness__n_points": 300}, r"n_points: 300 \(board: 200\)"),
     ({"robustness__precision": "bf16"}, r"precision: 'bf16' \(board: 'fp32'\)"),
     # a weaker Square is not AutoAttack "standard"; a grid is not the headline budget alone
     ({"robustness__params": {"square_queries": 10, "batch_size": 1000}}, r"params: .*'square_queries': 10"),
@@ -708,9 +708,9 @@ def test_compare_states_its_tolerances(board):
         edit(f)
         return compare(e, f, n_split=n_split)
 
-    assert changed(lambda f: f.update(clean_accuracy=0.9 + 1 / 500)) == []  # one sample of 500 points
-    assert changed(lambda f: f.update(clean_accuracy=0.9 + 2 / 500)) == [
-        "clean_accuracy: committed 0.9, re-evaluated 0.904 (tolerance 1/500)"]
+    assert changed(lambda f: f.update(clean_accuracy=0.9 + 1 / 200)) == []  # one sample of 200 points
+    assert changed(lambda f: f.update(clean_accuracy=0.9 + 2 / 200)) == [
+        "clean_accuracy: committed 0.9, re-evaluated 0.91 (tolerance 1/200)"]
     assert changed(lambda f: f["robust_accuracy"].update(value=0.51)) == []
     assert changed(lambda f: f["robust_accuracy"].update(value=0.515)) == [
         "robust_accuracy.value: committed 0.5, re-evaluated 0.515 (tolerance 0.01)"]

@@ -23,7 +23,7 @@ def boards(tmp_path):
                                                                                "*.bib", "weights", "data"))
     shutil.copytree(REPO / "leaderboards" / "schema", dst / "schema", dirs_exist_ok=True)
     board = dst / "digits" / "Linf" / "board.yaml"
-    board.write_text(board.read_text().replace("n_points: 450", "n_points: 60"))
+    board.write_text(board.read_text().replace("n_points: 200", "n_points: 60"))
     return dst
 
 
