@@ -427,7 +427,7 @@ def test_autoattack_agrees_with_the_reference_and_beats_pgd_100x5(digits_model, 
           f"PGD-100x5 {pgd['curve'][0]['robust_accuracy']:.3f}")
     assert robust < ours["clean_accuracy"] - 0.1  # the budget bites
     assert robust <= pgd["curve"][0]["robust_accuracy"]
-    assert abs(robust - theirs) <= 0.01
+    assert abs(robust - theirs) <= 0.01 + 1e-9  # one point of 100 (0.84 - 0.83 is 0.0100000000000000089)
 
 
 def test_minimal_norm_attacks_search_once_and_threshold_per_eps(digits_model, digits, monkeypatch):

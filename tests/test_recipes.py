@@ -478,7 +478,8 @@ def _mnist1d_twin(adversarial):
     first 200 test points.
 
     Sized for the suite's time budget: with 16 channels, 30 epochs and 300 points (2-core CPU, issue 15) the gaps
-    were +25.6 (PGD-AT), +27.6 (TRADES) and +26.0 (FGSM-RS) points; at this size +18, +21.5 and +18."""
+    were +25.6 (PGD-AT), +27.6 (TRADES) and +26.0 (FGSM-RS) points; at this size (2-core CPU, 0.3) standard
+    0.535, and +18.5, +21.0 and +16.0."""
     from ncbench.attacks import AttackConfig, robustness_curve
     from ncbench.data import load_dataset
 

@@ -11,7 +11,7 @@ Training does not repeat across CPUs, but evaluating fixed weights does, within 
 - the PGD curve: within 0.01 at each eps (a point near the boundary of the eps-ball can go either way);
 - AutoAttack's robust accuracy: within 0.01, for the same reason: its components are seeded by the job, so on
   one machine it repeats exactly, and across machines only points whose adversarial margin is within rounding
-  of zero can change (0.01 is 5 of 500 points);
+  of zero can change (0.01 is 2 of a board's 200 points);
 - exactly: the weights' checksum, the parameter count, the number of attacked points, the protocol job's id
   (the same weights under the same protocol and seed: a board.yaml edited after the entry was written fails
   here) and ``reliable``.

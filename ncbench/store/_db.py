@@ -155,6 +155,10 @@ def connect(path: str | os.PathLike, *, create: bool) -> sqlite3.Connection:
     except sqlite3.DatabaseError as err:
         what = "not a results store" if "not a database" in str(err) else "cannot open the results store"
         raise InputError(f"{path}: {what} (SQLite says: {err})") from None
+    if mode == "locked":
+        conn.close()
+        raise InputError(f"{path}: another process kept the new store locked for {BUSY_TIMEOUT_S:g} s while it "
+                         "was being set up; try again")
     if str(mode).lower() != "wal":
         conn.close()
         raise InputError(f"{path}: SQLite could not switch to WAL mode (got {mode!r}); the store must be "
@@ -179,8 +183,9 @@ def connect(path: str | os.PathLike, *, create: bool) -> sqlite3.Connection:
 def _switch_to_wal(conn: sqlite3.Connection) -> str:
     """``PRAGMA journal_mode = WAL``, retried: on a new file that other processes open at the same moment the
     switch needs a lock that SQLite does not wait for (it reports "locked", or answers the old mode), so the
-    first opener may lose the race; it tries again until the busy timeout."""
-    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    first opener may lose the race. A "locked" answer is retried until the busy timeout (then "locked" is
+    returned); an old mode for a few seconds only, since a filesystem without WAL answers it every time."""
+    start = time.monotonic()
     while True:
         try:
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
@@ -188,9 +193,16 @@ def _switch_to_wal(conn: sqlite3.Connection) -> str:
             if "locked" not in str(err) and "busy" not in str(err):
                 raise
             mode = None
-        if (mode is not None and str(mode).lower() == "wal") or time.monotonic() > deadline:
-            return mode if mode is not None else "locked"
+        waited = time.monotonic() - start
+        if mode is not None and (str(mode).lower() == "wal" or waited > _OLD_MODE_RETRY_S):
+            return str(mode)
+        if mode is None and waited > BUSY_TIMEOUT_S:
+            return "locked"
         time.sleep(0.05)
+
+
+#: seconds an old journal mode is retried: the race lasts milliseconds, a filesystem without WAL forever
+_OLD_MODE_RETRY_S = 3.0
 
 
 def _run(conn: sqlite3.Connection, script: str) -> None:
