@@ -4,6 +4,7 @@ definitions (issue 10), plus bad input, output files and the ``regress`` command
 import argparse
 import hashlib
 import itertools
+import json
 import math
 import sys
 import types
@@ -534,6 +535,55 @@ def test_board_bad_input(one_seed_table, tmp_path):
     with pytest.raises(InputError, match=r"the table lacks column"):
         write_measures_board(one_seed_table[["target", "predictor"]], tmp_path, sweep="g", command="c",
                              n_models=1, source_note="")
+
+
+GAP_COLUMNS = ["job_id", "axes", "norm", "eps", "n_points", "clean", "autoattack", "target", "target_recorded",
+               "target_recorded_gap", "target_alone_gap", "pgd20_gap"]
+
+
+def _gap_csv(path, gaps):
+    """An attack-gap.csv with one row per gap (target as recorded minus AutoAttack, in points)."""
+    rows = []
+    for k, g in enumerate(gaps):
+        aa = 0.30 + 0.01 * k
+        rows.append({"sweep": "grid", "job_id": f"{k:064x}", "axes": json.dumps({"model_args.width": 64, "seed": k}),
+                     "norm": "Linf", "eps": [0.005, 0.01][k % 2], "n_points": 1000, "seed": k, "clean": 0.8,
+                     "autoattack": aa, "target": "apgd 100 it. x 3 targets", "target_recorded": aa + g / 100,
+                     "target_recorded_gap": g, "target_alone": aa, "target_alone_gap": 0.0, "pgd20": aa + 0.04,
+                     "pgd20_gap": 4.0, "autoattack_cpu_s": 1.0})
+    pd.DataFrame(rows).to_csv(path, index=False)
+
+
+def test_board_prints_the_targets_gap_to_autoattack_and_keeps_it_on_rebuild(one_seed_table, tmp_path):
+    board = tmp_path / "grid"
+    meta = dict(sweep="grid", command="c", n_models=24, source_note="")
+    write_measures_board(one_seed_table, board, **meta)
+    assert "against full AutoAttack" not in (board / "README.md").read_text()  # no file, no section
+    _gap_csv(board / "attack-gap.csv", [0.2, -0.1, 0.6, 0.9])
+    render_measures_board(board)
+    text = (board / "README.md").read_text()
+    assert "## The robustness target against full AutoAttack" in text
+    assert "On 4 of this grid's models" in text and "at Linf 0.005, Linf 0.01" in text
+    assert "mean +0.40, max +0.90 points; within 1 point of AutoAttack in all 4 rows" in text
+    assert "| `" + "0" * 12 + "` | width 64, seed 0 | Linf 0.005 | 0.800 | 0.300 | 0.302 | +0.2 |" in text
+    # a rebuild of the board (new statistics) keeps the gap file and its section
+    write_measures_board(one_seed_table, board, **meta)
+    assert "mean +0.40, max +0.90 points" in (board / "README.md").read_text()
+    # a row beyond the bar is said, not hidden behind the mean
+    _gap_csv(board / "attack-gap.csv", [0.2, 1.5, 0.1, 0.0])
+    render_measures_board(board)
+    text = (board / "README.md").read_text()
+    assert "more than 1 point from AutoAttack in 1 of 4 rows" in text and "in all 4 rows" not in text
+
+
+def test_board_refuses_a_gap_file_it_cannot_print(one_seed_table, tmp_path):
+    write_measures_board(one_seed_table, tmp_path, sweep="g", command="c", n_models=1, source_note="")
+    pd.DataFrame({"job_id": ["a"], "norm": ["Linf"]}).to_csv(tmp_path / "attack-gap.csv", index=False)
+    with pytest.raises(InputError, match=r"attack-gap.csv lacks the columns \['axes', 'eps'"):
+        render_measures_board(tmp_path)
+    (tmp_path / "attack-gap.csv").write_text(",".join(GAP_COLUMNS) + "\n")
+    with pytest.raises(InputError, match=r"attack-gap.csv holds no row"):
+        render_measures_board(tmp_path)
 
 
 def test_figures_are_written(one_seed, tmp_path):

@@ -24,6 +24,14 @@ from ._stats import ALPHA, CORRECTIONS, MIN_CONFIGS, MIN_LINES, NOISE_RATIO
 from ._tables import check_table, fmt, fmt_ci, fmt_p, p_is, psi_axes, rank_text, ranked, yes_no
 
 CSV_NAME, META_NAME, README_NAME = "measures.csv", "board.json", "README.md"
+#: Optional: the robustness target's gap to full AutoAttack on a sample of the sweep's own models
+#: (``benchmarks/bench_attack_gap.py --store ... --out``); printed on the board when present.
+GAP_NAME = "attack-gap.csv"
+#: Its columns that the board reads (robust accuracies as fractions; gaps in points).
+GAP_COLUMNS = ("job_id", "axes", "norm", "eps", "n_points", "clean", "autoattack", "target", "target_recorded",
+               "target_recorded_gap", "target_alone_gap", "pgd20_gap")
+#: How far (in points) a target may lie above AutoAttack to count as "within a point" (issue 16's bar).
+GAP_BAR = 1.0
 BOARD_FORMAT = 2
 #: Formats this ncbench renders (1: before families, intervals on Psi and corrected p-values).
 READ_FORMATS = (1, 2)
@@ -346,7 +354,71 @@ def _how_to_read(board: pd.DataFrame, axes) -> list[str]:
         "where training accuracy varies (docs/statistics.md).", ""]
 
 
-def render_board_readme(meta: dict, board: pd.DataFrame) -> str:
+def read_attack_gap(board_dir) -> pd.DataFrame | None:
+    """``board_dir/attack-gap.csv`` as a frame, or None where the board has none.
+
+    Raises
+    ------
+    InputError
+        The file lacks a column the board prints, or holds no row.
+    """
+    path = Path(board_dir) / GAP_NAME
+    if not path.is_file():
+        return None
+    gap = pd.read_csv(path, dtype={"job_id": str, "axes": str, "norm": str, "target": str})
+    missing = [c for c in GAP_COLUMNS if c not in gap.columns]
+    if missing:
+        raise InputError(f"{path} lacks the columns {missing} (benchmarks/bench_attack_gap.py --store ... --out "
+                         "writes them)")
+    if gap.empty:
+        raise InputError(f"{path} holds no row: delete it or rerun benchmarks/bench_attack_gap.py --out")
+    return gap
+
+
+def _short_axes(text: str) -> str:
+    try:
+        axes = json.loads(text)
+    except (TypeError, json.JSONDecodeError):
+        return str(text)
+    return ", ".join(f"{k.split('.')[-1]} {v}" for k, v in axes.items() if k != "seed") + (
+        f", seed {axes['seed']}" if "seed" in axes else "")
+
+
+def _gap_section(gap: pd.DataFrame) -> list[str]:
+    """The robustness target against full AutoAttack, worded from the measured rows."""
+    g = gap["target_recorded_gap"].astype(float)
+    within = int((g.abs() <= GAP_BAR + 1e-9).sum())
+    budgets = ", ".join(f"{n} {e:g}" for n, e in dict.fromkeys(zip(gap["norm"], gap["eps"].astype(float))))
+    models = gap["job_id"].nunique()
+    pgd = gap["pgd20_gap"].astype(float)
+    verdict = (f"within {GAP_BAR:g} point of AutoAttack in all {len(g)} rows" if within == len(g) else
+               f"more than {GAP_BAR:g} point from AutoAttack in {len(g) - within} of {len(g)} rows: on those models "
+               "the target overstates robustness by that much")
+    lines = [
+        "## The robustness target against full AutoAttack", "",
+        f"The robustness targets come from `{gap['target'].iloc[0]}` (`apgd`: APGD-CE, then APGD-T on the points "
+        f"still robust; docs/attacks.md). On {models} of this grid's models, drawn with a fixed seed across the "
+        "training methods and capacities (`benchmarks/bench_attack_gap.py --store ... --sweep ... --out`), full "
+        "AutoAttack (APGD-CE, APGD-T, FAB-T, Square; each budget alone, the same first "
+        f"{int(gap['n_points'].iloc[0]):,} test points and the job's seed) was run at {budgets}. The target as the "
+        f"records hold it minus AutoAttack's robust accuracy: mean {g.mean():+.2f}, max {g.max():+.2f} points; "
+        f"{verdict}. PGD-20 at the same budgets: mean {pgd.mean():+.2f}, max {pgd.max():+.2f} points.", "",
+        "| job | axes | budget | clean | AutoAttack | target (recorded) | its gap | target alone, gap | "
+        "PGD-20 gap |", "|---|---|---|---|---|---|---|---|---|"]
+    for _, r in gap.iterrows():
+        lines.append("| " + " | ".join(_cell(c) for c in (
+            f"`{str(r['job_id'])[:12]}`", _short_axes(r["axes"]), f"{r['norm']} {float(r['eps']):g}",
+            fmt(r["clean"], ".3f"), fmt(r["autoattack"], ".3f"), fmt(r["target_recorded"], ".3f"),
+            fmt(r["target_recorded_gap"], "+.1f"), fmt(r["target_alone_gap"], "+.1f"), fmt(r["pgd20_gap"], "+.1f"))) +
+            " |")
+    lines += ["", f"Accuracies are fractions of the {int(gap['n_points'].iloc[0]):,} points; gaps are in points "
+              "(percent of them), a positive gap meaning the weaker attack left more points robust. \"target "
+              "alone\" runs the target's attack at that one budget, as AutoAttack does; the recorded target ran "
+              f"over the whole budget grid. The rows are in [`{GAP_NAME}`]({GAP_NAME}).", ""]
+    return lines
+
+
+def render_board_readme(meta: dict, board: pd.DataFrame, gap: pd.DataFrame | None = None) -> str:
     axes = psi_axes(board)
     n_configs = int(board["n_configs"].iloc[0]) if len(board) else 0
     lines = [f"# Measures board: {meta['sweep']}", "",
@@ -363,6 +435,8 @@ def render_board_readme(meta: dict, board: pd.DataFrame) -> str:
                   "p-values and no families; regenerate it.", ""]
     if meta["warnings"]:
         lines += ["**Warnings**", "", *(f"- {_cell(w)}" for w in meta["warnings"]), ""]
+    if gap is not None:
+        lines += _gap_section(gap)
     lines += _how_to_read(board, axes)
     order = {t: k for k, t in enumerate(dict.fromkeys(board["target"]))}
     for _, rows in ranked(board.assign(_t=board["target"].map(order)).sort_values("_t", kind="mergesort")):
@@ -391,7 +465,8 @@ def render_board_readme(meta: dict, board: pd.DataFrame) -> str:
 
 
 def render_measures_board(board_dir) -> list[Path]:
-    """Re-render ``board_dir/README.md`` from ``measures.csv`` and ``board.json``; the same bytes every time.
+    """Re-render ``board_dir/README.md`` from ``measures.csv``, ``board.json`` and, when present,
+    ``attack-gap.csv`` (the target against full AutoAttack); the same bytes every time.
 
     Returns
     -------
@@ -405,5 +480,5 @@ def render_measures_board(board_dir) -> list[Path]:
     """
     board_dir = Path(board_dir)
     meta, board = _read(board_dir)
-    text = render_board_readme(meta, board)
+    text = render_board_readme(meta, board, read_attack_gap(board_dir))
     return [write_replace(board_dir / README_NAME, text.encode())]
