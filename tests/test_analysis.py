@@ -266,8 +266,8 @@ def test_regress_columns_types_and_defaults(one_seed, one_seed_table):
     # train.weight_decay is an axis, not a collapse metric
     assert list(dict.fromkeys(t["predictor"])) == ["train.nc1", "test.nc1", "train.nc2_equiangle_means",
                                                    "num_parameters", "final_train_loss", "sum_squared_weights",
-                                                   "train_margin_p10"]
-    assert len(t) == 3 * 7
+                                                   "train_margin_p10", "train_accuracy"]
+    assert len(t) == 3 * 8
     for c in ("psi", "psi[train.lr]", "tau", "tau_lo", "rho_hi", "pgdl", "pgdl_no_self", "ols_slope", "ols_r2",
               "partial_rho", "mae", "mae_mean", "mae_all_collapse"):
         assert t[c].dtype == np.float64, c
@@ -364,7 +364,7 @@ def test_regress_speed_48_rows_tens_of_predictors():
         f[f"train.extra{k}"] = rng.lognormal(size=len(f))
     start = time.perf_counter()
     t = regress(f, n_boot=1000)
-    assert len(t) == 3 * 30
+    assert len(t) == 3 * 31  # 26 collapse columns and 5 baselines (train_accuracy among them)
     assert time.perf_counter() - start < 10
 
 
@@ -523,7 +523,7 @@ def test_measures_board_files_and_identical_rerender(one_seed_table, tmp_path):
         assert np.all(np.diff(psi) <= 0) and ranked_rows["rank"].iloc[0] == 1
     readme = first["README.md"].decode()
     assert "# Measures board: grid" in readme and meta["command"] in readme and "Hand-made frame." in readme
-    assert ("Ranked by |Ψ| among the 6 predictors that read no test label, `train.nc1` (train) comes first: "
+    assert ("Ranked by |Ψ| among the 7 predictors that read no test label, `train.nc1` (train) comes first: "
             "Ψ = -1.000 [") in readme
 
 

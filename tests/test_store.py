@@ -162,6 +162,24 @@ def test_frame_columns_and_dtypes(store):
     assert list(frame["model_args.width"]) == [16, 16, 32]  # grid order
 
 
+def test_frame_robust_training_accuracy_comes_from_the_collapse_under_attack(store):
+    """``train_robust_accuracy`` is the network's accuracy on the adversarial training examples behind
+    ``train_adv.*`` (a baseline for them); NaN for a record without collapse under attack."""
+    from ncbench.analysis._frame import a_priori_sign, family_of
+
+    with_adv = make_record(hex_id("adv"), sweep="s", axes={"seed": 0})
+    with_adv["collapse_info"] = {"train_adv": {"adversarial_accuracy": 0.375, "eps": 0.01, "n_points": 8}}
+    store.put_sweep("s", ["seed"])
+    store.put_record(with_adv, sweep="s", axes={"seed": 0})
+    store.put_record(make_record(hex_id("plain"), sweep="s", axes={"seed": 1}), sweep="s", axes={"seed": 1})
+    frame = load_frame(store, sweep="s").set_index("seed")
+    assert frame.loc[0, "train_robust_accuracy"] == 0.375 and math.isnan(frame.loc[1, "train_robust_accuracy"])
+    # the accuracies are baselines (family "measures"), oriented as "higher predicts better"
+    for col in ("train_robust_accuracy", "val_accuracy", "train_accuracy"):
+        assert family_of(col) == "measures" and a_priori_sign(col, "test_accuracy") == 1, col
+        assert a_priori_sign(col, "generalization_gap") == -1, col
+
+
 def test_frame_of_all_jobs_uses_the_records_axes(store):
     frame_store(store)
     store.put_record(make_record(hex_id("loose")))

@@ -16,8 +16,13 @@ import pandas as pd
 
 from .._errors import InputError
 
-#: Baseline measures that every generalization-measure study includes (docs/records.md, "the frame").
-BASELINES = ("num_parameters", "final_train_loss", "sum_squared_weights", "train_margin_p10")
+#: Baselines beside the ``measures.*`` columns (docs/records.md, "the frame"): the measures every
+#: generalization-measure study includes, and the accuracies a predictor must beat to be worth computing: training
+#: accuracy, validation accuracy (held-out accuracy predicts test accuracy; val.ncc_accuracy is close to it) and
+#: the accuracy on the adversarial training examples behind ``train_adv.*`` (robust training accuracy, what
+#: ``train_adv.ncc_accuracy`` must beat to say more than it).
+BASELINES = ("num_parameters", "final_train_loss", "sum_squared_weights", "train_margin_p10", "train_accuracy",
+             "val_accuracy", "train_robust_accuracy")
 #: Words that mark an axis as the capacity axis (the default groups of the grouped K-fold).
 CAPACITY_WORDS = ("channels", "width", "depth")
 #: Largest grid (product of the axes' numbers of values) that is checked cell by cell.
@@ -297,7 +302,8 @@ FAMILIES = (
            "held-out collapse, label-free (grouped by the predicted class)"),
     Family("under-attack", ("train_adv.",), (), True, "collapse under attack (training points)"),
     Family("estimators", ("estimators.",), (), True, "label-free accuracy estimators"),
-    Family("measures", ("measures.",), BASELINES, True, "generalization measures (the baselines)"),
+    Family("measures", ("measures.",), BASELINES, True,
+           "generalization measures and the training, validation and robust training accuracies (the baselines)"),
     Family("test-labels", ("test.", "test_adv."), (), False, "reads the test labels (descriptive, not ranked)"),
 )
 OTHER = "other"
@@ -370,7 +376,7 @@ def capacity_axis(axes) -> str:
 #: collapse keys where higher means more collapsed / better (every other collapse key: lower is more collapsed)
 _HIGHER_IS_COLLAPSED = ("ncc_accuracy",)
 #: measures whose larger value predicts better generalization (every other measure is a complexity)
-_HIGHER_IS_BETTER_MEASURES = ("train_margin_p10",)
+_HIGHER_IS_BETTER_MEASURES = ("train_margin_p10", "train_accuracy", "val_accuracy", "train_robust_accuracy")
 
 
 def a_priori_sign(predictor: str, target: str) -> int:
@@ -380,8 +386,8 @@ def a_priori_sign(predictor: str, target: str) -> int:
 
     More collapse goes with better accuracy (collapse metrics: lower is more collapsed, ``ncc_accuracy``
     higher); a larger complexity measure with worse generalization (``measures.*``, the parameter count, the sum
-    of squared weights, the final training loss; the margin the other way); an estimator of accuracy with higher
-    accuracy. For the generalization gap, where larger is worse, every sign flips.
+    of squared weights, the final training loss; the margin and the baseline accuracies the other way); an
+    estimator of accuracy with higher accuracy. For the generalization gap, where larger is worse, every sign flips.
     """
     name = predictor.rsplit(".", 1)[-1]
     if is_collapse_column(predictor) or predictor.startswith(("val.", "val_pred.", "test_pred.", "train_adv.",

@@ -13,7 +13,7 @@ from ._jobs import _as_store
 #: the frame's fixed columns after the axes, in order (docs/records.md, "the frame")
 _ID_COLUMNS = ("job_id", "sweep", "dataset", "model", "seed")
 _ACCURACY_COLUMNS = ("train_accuracy", "test_accuracy", "generalization_gap", "val_accuracy", "train_adv_accuracy",
-                     "n_train", "n_val", "n_test")
+                     "train_robust_accuracy", "n_train", "n_val", "n_test")
 _MEASURE_COLUMNS = ("num_parameters", "sum_squared_weights", "train_margin_p10", "final_train_loss",
                     "terminal_phase_epoch")
 #: the record's measures that keep their plain names as frame columns (ncbench 0.2's baselines); every other
@@ -85,6 +85,9 @@ def _row(record: dict, sweep: str | None, axes: dict, by_attack: bool = False) -
         "test_accuracy": _num(acc.get("test")),
         "val_accuracy": _num(acc.get("val")),
         "train_adv_accuracy": _num(acc.get("train_adv")),
+        # the network's accuracy on the adversarial examples behind train_adv.* (every model that has them)
+        "train_robust_accuracy": _num(((record.get("collapse_info") or {}).get("train_adv") or {})
+                                      .get("adversarial_accuracy")),
         "n_train": _num(dataset.get("n_train")),
         "n_val": _num(dataset.get("n_val", 0)),
         "n_test": _num(dataset.get("n_test")),
