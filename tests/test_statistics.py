@@ -205,6 +205,35 @@ def test_regress_corrects_over_every_predictor_and_target(frame, table):
         regress(frame, n_boot=0, correction="bonf")
 
 
+def test_one_comparison_has_one_corrected_p_value(table):
+    """The best predictor against the best baseline is both a "best over the rest" test and a "margin over the
+    baseline" test: it must get one corrected p-value, the paired tests being corrected as one family with each
+    pair counted once. Catches the two families corrected apart (different sizes, different p-values: a board
+    said "significantly better than every other" and "not significantly better than the baseline" of one
+    pair)."""
+    from statsmodels.stats.multitest import multipletests
+
+    checked = 0
+    for _, rows in table.groupby("target"):
+        best, base = rows["best_predictor"].iloc[0], rows["baseline"].iloc[0]
+        if not isinstance(best, str) or not isinstance(base, str) or best == base:
+            continue
+        as_margin = rows.loc[rows["predictor"] == best, "vs_baseline_p_adj"].item()
+        as_tie = rows.loc[rows["predictor"] == base, "best_p_adj"].item()
+        assert as_margin == as_tie < 1
+        checked += 1
+    assert checked >= 2
+    pairs = {}
+    for col, other in (("best_p", "best_predictor"), ("vs_baseline_p", "baseline")):
+        for _, r in table[table[col].notna()].iterrows():
+            pairs.setdefault((r["target"], frozenset((r["predictor"], r[other]))), r[col])
+    keys = list(pairs)
+    expected = dict(zip(keys, multipletests([pairs[k] for k in keys], method="holm")[1]))
+    for col, other in (("best_p", "best_predictor"), ("vs_baseline_p", "baseline")):
+        for _, r in table[table[col].notna()].iterrows():
+            assert r[col + "_adj"] == pytest.approx(expected[(r["target"], frozenset((r["predictor"], r[other])))])
+
+
 # ---------------------------------------------------------------- ranks, ties and comparisons
 
 def test_equal_psi_share_a_rank_and_print_as_ties(frame):

@@ -329,9 +329,9 @@ def _how_to_read(board: pd.DataFrame, axes) -> list[str]:
         "percentile bootstraps over configurations (one set of resamples for every pair). docs/statistics.md "
         "gives the formulas and the simulation behind this choice.",
         f"- **p (corr.)**: p-values corrected by the {CORRECTIONS.get(corr, corr or 'n/a')} method "
-        f"(statsmodels `multipletests`, `{corr or 'n/a'}`) over every predictor × target of the board, one "
-        f"correction per kind of test ({n_tests} tests of Ψ = 0; the margins over the best baseline; the "
-        "margins of the best over the rest). **Tied with the best**: the corrected paired test of the |Ψ| "
+        f"(statsmodels `multipletests`, `{corr or 'n/a'}`) over every predictor × target of the board, in two "
+        f"families: the {n_tests} tests of Ψ = 0, and the paired |Ψ| differences (the margins over the best "
+        "baseline and of the best over the rest, each pair of predictors once). **Tied with the best**: the corrected paired test of the |Ψ| "
         f"difference from the first-ranked predictor does not reject at {ALPHA:g}.",
         "- **Δ|Ψ| vs best baseline**: |Ψ| minus that of the family-measures predictor with the largest |Ψ| "
         "(choosing the best baseline on the same data favours the baseline).",

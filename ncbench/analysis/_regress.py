@@ -261,9 +261,10 @@ def regress(frame, targets=None, predictors=None, axes=None, *, group_axis: str 
     seed : int
         Seed of the resampling (one set of resamples serves every pair, so intervals are paired).
     correction : {"holm", "fdr_bh"}
-        Multiple-comparison correction (statsmodels ``multipletests``) applied, separately, to each family of
-        tests over every predictor x target of the table: Psi = 0, the margin over the best baseline, and
-        the margin of the best predictor over each other.
+        Multiple-comparison correction (statsmodels ``multipletests``) over every predictor x target of the
+        table, applied to two families of tests: Psi = 0; and the paired |Psi| differences (the margin over the
+        best baseline and the margin of the best predictor over each other, every pair of predictors of a
+        target counted once, so one comparison has one corrected p-value).
     min_ess : float
         Effective number of run pairs an environment of the robust sign-error needs (>= 1).
 
@@ -561,9 +562,9 @@ def regress(frame, targets=None, predictors=None, axes=None, *, group_axis: str 
             row["note"] = "; ".join(notes)
             rows.append(row)
     table = pd.DataFrame(rows)
-    for key in ("psi_p", "best_p", "vs_baseline_p"):
-        if key in table.columns:
-            table[key + "_adj"] = adjust(table[key].to_numpy(np.float64, na_value=np.nan), correction)
+    if "psi_p" in table.columns:
+        table["psi_p_adj"] = adjust(table["psi_p"].to_numpy(np.float64, na_value=np.nan), correction)
+    _adjust_pairs(table, correction)
     if "best_p_adj" in table.columns:
         table["tied_with_best"] = pd.Series(
             [None if not np.isfinite(p) else bool(p >= ALPHA) for p in table["best_p_adj"]], dtype=object)
@@ -573,6 +574,33 @@ def regress(frame, targets=None, predictors=None, axes=None, *, group_axis: str 
     out.attrs["warnings"] = list(dict.fromkeys(table_warnings))
     out.attrs["correction"] = correction
     return out
+
+
+def _adjust_pairs(table: pd.DataFrame, correction: str) -> None:
+    """Correct the paired |Psi| tests (``best_p``: the first-ranked predictor against each other one;
+    ``vs_baseline_p``: each predictor against the best baseline) as **one** family, each pair of predictors of a
+    target counted once. The two kinds share tests (the best against the best baseline is both), and corrected
+    apart they gave one comparison two corrected p-values: a board could call the best predictor significantly
+    better than every other one in one sentence and not significantly better than the baseline in the next."""
+    keys, raw = {}, []
+    where = []  # (column, row index, key)
+    for col, other in (("best_p", "best_predictor"), ("vs_baseline_p", "baseline")):
+        if col not in table.columns:
+            continue
+        for i, (t, pred, ref, pv) in enumerate(zip(table["target"], table["predictor"], table[other], table[col])):
+            if pv is None or not np.isfinite(float(pv)):
+                continue
+            key = (t, frozenset((pred, ref)))
+            if key not in keys:
+                keys[key] = len(raw)
+                raw.append(float(pv))
+            where.append((col, i, key))
+    adjusted = adjust(np.asarray(raw, dtype=np.float64), correction) if raw else np.array([])
+    for col in ("best_p", "vs_baseline_p"):
+        if col in table.columns:
+            table[col + "_adj"] = np.nan
+    for col, i, key in where:
+        table.iloc[i, table.columns.get_loc(col + "_adj")] = adjusted[keys[key]]
 
 
 _FAMILY_ORDER = {f.name: k for k, f in enumerate(FAMILIES)}
