@@ -26,8 +26,8 @@ grid) and its gap to AutoAttack run at that budget alone. ``--out FILE.csv`` wri
     python benchmarks/bench_attack_gap.py --store ncbench-results/results.sqlite --sweep mnist1d-cnn \
         --sample 6 --out leaderboards/measures/mnist1d-cnn/attack-gap.csv
 
-Without ``--checkpoints`` or ``--store`` it trains ``--models`` MNIST-1D CNNs (30 epochs; channels, weight decay and label
-noise varied) on the default 4000/1000 split. Times are CPU seconds of this one process (run it with
+Without ``--checkpoints`` or ``--store`` it trains ``--models`` MNIST-1D CNNs (30 epochs; channels, weight decay and
+label noise varied) on the default 4000/1000 split. Times are CPU seconds of this one process (run it with
 OMP_NUM_THREADS=1 so that CPU time is the time one core spends), attacks interleaved per row; quote ``uptime``
 with them. Measures; asserts nothing.
 """
@@ -51,7 +51,8 @@ from ncbench._io import write_replace
 from ncbench.attacks import AttackConfig, robustness_curve
 from ncbench.config import build_config
 from ncbench.data import load_dataset
-from ncbench.evaluate import model_file, prepare
+from ncbench.evaluate import prepare
+from ncbench.identity import digest
 from ncbench.models import load_checkpoint
 from ncbench.store import ResultsStore
 
@@ -98,7 +99,8 @@ def _target_attack(record: dict) -> dict:
 
 def sample_jobs(store: ResultsStore, sweep: str, k: int, seed: int, strata: list[str] | None) -> list[dict]:
     """``k`` finished records of ``sweep``: shuffled with ``seed`` inside each stratum (a combination of the
-    ``strata`` axes), then taken round-robin across strata, so every stratum is represented before any twice."""
+    ``strata`` axes), then taken round-robin across the strata in an order also drawn with ``seed``, so every
+    stratum is represented before any twice."""
     records = store.records(sweep=sweep)
     if not records:
         raise SystemExit(f"{store.path} has no finished job of sweep {sweep!r}")
@@ -113,11 +115,13 @@ def sample_jobs(store: ResultsStore, sweep: str, k: int, seed: int, strata: list
     for r in sorted(records, key=lambda r: r["provenance"]["job_id"]):
         groups.setdefault(tuple(str(r["provenance"]["sweep"]["axes"][a]) for a in strata), []).append(r)
     rng = random.Random(seed)
-    for key in sorted(groups):
+    keys = sorted(groups)
+    for key in keys:
         rng.shuffle(groups[key])
+    rng.shuffle(keys)  # which strata come first when k is smaller than their number
     picked, round_ = [], 0
     while len(picked) < k and any(len(g) > round_ for g in groups.values()):
-        picked += [groups[key][round_] for key in sorted(groups) if len(groups[key]) > round_]
+        picked += [groups[key][round_] for key in keys if len(groups[key]) > round_]
         round_ += 1
     return picked[:k]
 
@@ -129,7 +133,9 @@ def store_rows(args):
     strata = [a for a in args.strata.split(",") if a] if args.strata is not None else None
     for record in sample_jobs(store, args.sweep, args.sample, args.sample_seed, strata):
         cfg = build_config(record["provenance"]["config"], device="cpu")
-        path = model_file(folder, cfg)
+        ident = record["provenance"]["identity"]  # the training id the job used, whatever ncbench reads it now
+        training_id = digest({key: ident[key] for key in ("ncbench", "dataset", "model")})
+        path = folder / f"{training_id}.safetensors"
         if not path.is_file():
             raise SystemExit(f"{path} does not exist: the sweep keeps its models beside its store "
                              "(pass --checkpoint-dir if they moved)")
@@ -145,7 +151,7 @@ def main_store(args) -> None:
     for record, model, x, y in store_rows(args):
         target = _target_attack(record)
         tcfg, curve = target["config"], {float(c["eps"]): c for c in target["result"]["curve"]}
-        n = int(tcfg["n_points"])
+        n = len(y) if tcfg.get("n_points") is None else min(int(tcfg["n_points"]), len(y))
         x, y = x[:n], y[:n]
         seed = int(record["provenance"]["identity"]["attack"]["seed"])
         axes = record["provenance"]["sweep"]["axes"]
@@ -154,8 +160,12 @@ def main_store(args) -> None:
             t = time.process_time()
             aa, _, clean = attack(model, x, y, seed, name="autoattack", **base)
             aa_cpu = time.process_time() - t
-            alone = attack(model, x, y, seed, name="apgd", apgd_steps=tcfg["apgd_steps"],
-                           apgd_targets=tcfg["apgd_targets"], **base)[0]
+            recorded_clean = 100 * target["result"]["clean_accuracy"]
+            if abs(clean - recorded_clean) > 0.5:  # not the model or the points the record attacked
+                raise SystemExit(f"job {record['provenance']['job_id'][:12]}: clean accuracy {clean:.2f} % on these "
+                                 f"points, the record says {recorded_clean:.2f} %: wrong model file or test points")
+            same = {k: v for k, v in tcfg.items() if k not in ("eps", "n_points")}  # the target's own settings
+            alone = attack(model, x, y, seed, **{**same, "eps": (eps,)})[0]
             pgd = attack(model, x, y, seed, name="pgd", steps=20, **base)[0]
             recorded = 100 * curve[float(eps)]["robust_accuracy"]
             row = {"sweep": args.sweep, "job_id": record["provenance"]["job_id"],

@@ -564,16 +564,22 @@ def test_board_prints_the_targets_gap_to_autoattack_and_keeps_it_on_rebuild(one_
     text = (board / "README.md").read_text()
     assert "## The robustness target against full AutoAttack" in text
     assert "On 4 of this grid's models" in text and "at Linf 0.005, Linf 0.01" in text
-    assert "mean +0.40, max +0.90 points; within 1 point of AutoAttack in all 4 rows" in text
+    assert "mean +0.40, from -0.10 to +0.90 points; within 1 point of AutoAttack in all 4 rows" in text
     assert "| `" + "0" * 12 + "` | width 64, seed 0 | Linf 0.005 | 0.800 | 0.300 | 0.302 | +0.2 |" in text
     # a rebuild of the board (new statistics) keeps the gap file and its section
     write_measures_board(one_seed_table, board, **meta)
-    assert "mean +0.40, max +0.90 points" in (board / "README.md").read_text()
-    # a row beyond the bar is said, not hidden behind the mean
+    assert "mean +0.40, from -0.10 to +0.90 points" in (board / "README.md").read_text()
+    # a row beyond the bar is said, not hidden behind the mean, and in its direction
     _gap_csv(board / "attack-gap.csv", [0.2, 1.5, 0.1, 0.0])
     render_measures_board(board)
     text = (board / "README.md").read_text()
-    assert "more than 1 point from AutoAttack in 1 of 4 rows" in text and "in all 4 rows" not in text
+    assert ("within 1 point in 3 of 4 rows; above AutoAttack by more than 1 point in 1 (there the target "
+            "overstates robustness)") in text and "in all 4 rows" not in text and "below it by more" not in text
+    _gap_csv(board / "attack-gap.csv", [-1.6, -0.2, 0.3])
+    render_measures_board(board)
+    text = (board / "README.md").read_text()
+    assert "from -1.60 to +0.30 points; within 1 point in 2 of 3 rows; below it by more than 1 point in 1" in text
+    assert "overstates" not in text
 
 
 def test_board_refuses_a_gap_file_it_cannot_print(one_seed_table, tmp_path):
@@ -584,6 +590,71 @@ def test_board_refuses_a_gap_file_it_cannot_print(one_seed_table, tmp_path):
     (tmp_path / "attack-gap.csv").write_text(",".join(GAP_COLUMNS) + "\n")
     with pytest.raises(InputError, match=r"attack-gap.csv holds no row"):
         render_measures_board(tmp_path)
+    _gap_csv(tmp_path / "attack-gap.csv", [0.1, 0.2])
+    gap = pd.read_csv(tmp_path / "attack-gap.csv")
+    gap.loc[1, "n_points"] = 500
+    gap.to_csv(tmp_path / "attack-gap.csv", index=False)
+    with pytest.raises(InputError, match=r"every row must have one n_points; got \['1000', '500'\]"):
+        render_measures_board(tmp_path)
+
+
+def _bench_attack_gap():
+    """benchmarks/bench_attack_gap.py as a module (benchmarks/ is not a package)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_attack_gap.py"
+    spec = importlib.util.spec_from_file_location("bench_attack_gap", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_gap_benchmarks_rows_are_what_the_board_reads(one_seed_table, tmp_path):
+    """The writer (bench_attack_gap.py --out) and the reader (the board) agree on columns and formats: the
+    axes' JSON survives CSV quoting and a gap that is float noise away from 0 prints as +0.0."""
+    bench = _bench_attack_gap()
+    row = {"sweep": "grid", "job_id": "ab" * 32, "axes": json.dumps({"model_args.width": 64, "seed": 1}),
+           "norm": "Linf", "eps": 0.01, "n_points": 1000, "seed": 1, "clean": 0.81, "autoattack": 0.412,
+           "target": "apgd 100 it. x 3 targets", "target_recorded": 0.413, "target_recorded_gap": round(41.3 - 41.2, 6),
+           "target_alone": 0.412, "target_alone_gap": 0.0, "pgd20": 0.45, "pgd20_gap": 3.8, "autoattack_cpu_s": 81.25}
+    assert list(row) == bench.GAP_COLUMNS
+    write_measures_board(one_seed_table, tmp_path, sweep="grid", command="c", n_models=24, source_note="")
+    bench._write_rows(tmp_path / "attack-gap.csv", [row])
+    assert "e-1" not in (tmp_path / "attack-gap.csv").read_text()  # no 0.09999999999999432
+    render_measures_board(tmp_path)
+    text = (tmp_path / "README.md").read_text()
+    assert "| `abababababab` | width 64, seed 1 | Linf 0.01 | 0.810 | 0.412 | 0.413 | +0.1 | +0.0 | +3.8 |" in text
+
+
+def test_the_gap_benchmark_draws_every_stratum_before_any_twice():
+    """sample_jobs spreads the draw over the strata (training method x capacity by default) and repeats with
+    its seed. Catches a draw that takes the first k jobs of one stratum."""
+    bench = _bench_attack_gap()
+
+    class Store:
+        path = "fake"
+
+        def records(self, sweep):
+            out = []
+            for k, (method, width, seed) in enumerate(itertools.product(["none", "pgd"], [64, 128, 256], range(4))):
+                axes = {"model_args.width": width, "train.adversarial": method, "seed": seed}
+                out.append({"provenance": {"job_id": f"{k:064x}", "sweep": {"axes": axes}}})
+            return out
+
+    def strata(picked):
+        return [(r["provenance"]["sweep"]["axes"]["train.adversarial"],
+                 r["provenance"]["sweep"]["axes"]["model_args.width"]) for r in picked]
+
+    six = bench.sample_jobs(Store(), "grid", 6, 0, None)
+    assert len(set(strata(six))) == 6
+    assert bench.sample_jobs(Store(), "grid", 6, 0, None) == six
+    assert [r["provenance"]["job_id"] for r in bench.sample_jobs(Store(), "grid", 6, 1, None)] != \
+        [r["provenance"]["job_id"] for r in six]
+    eight = bench.sample_jobs(Store(), "grid", 8, 0, None)
+    assert len(set(strata(eight))) == 6 and len({r["provenance"]["job_id"] for r in eight}) == 8
+    with pytest.raises(SystemExit, match=r"--strata \['depth'\] are not axes"):
+        bench.sample_jobs(Store(), "grid", 2, 0, ["depth"])
 
 
 def test_figures_are_written(one_seed, tmp_path):

@@ -24,7 +24,7 @@ def register(subparsers) -> None:
     p.add_argument("--predictors", nargs="+", metavar="COLUMN", help="default: every column of a predictor family "
                    "(train.*, val.*, val_pred.*, test_pred.*, train_adv.*, test.*, test_adv.*, measures.*, "
                    "estimators.*) and the baselines num_parameters, final_train_loss, sum_squared_weights, "
-                   "train_margin_p10; test.* and test_adv.* read the test labels and are described, not ranked")
+                   "train_margin_p10, train_accuracy, val_accuracy, train_robust_accuracy; test.* and test_adv.* read the test labels and are described, not ranked")
     p.add_argument("--axes", nargs="+", metavar="KEY", help="grid axes (dotted keys; default: the sweep's axes)")
     p.add_argument("--group-axis", dest="group_axis", metavar="KEY", help="groups of the grouped K-fold (default: "
                    "the capacity axis: the first whose name has channels, width or depth)")

@@ -387,7 +387,8 @@ def a_priori_sign(predictor: str, target: str) -> int:
     More collapse goes with better accuracy (collapse metrics: lower is more collapsed, ``ncc_accuracy``
     higher); a larger complexity measure with worse generalization (``measures.*``, the parameter count, the sum
     of squared weights, the final training loss; the margin and the baseline accuracies the other way); an
-    estimator of accuracy with higher accuracy. For the generalization gap, where larger is worse, every sign flips.
+    estimator of accuracy with higher accuracy. For the generalization gap, where larger is worse, every sign flips,
+    except training accuracy's, which is part of the gap (train - test): no direction is stated for it.
     """
     name = predictor.rsplit(".", 1)[-1]
     if is_collapse_column(predictor) or predictor.startswith(("val.", "val_pred.", "test_pred.", "train_adv.",
@@ -395,6 +396,8 @@ def a_priori_sign(predictor: str, target: str) -> int:
         sign = 1 if name in _HIGHER_IS_COLLAPSED else -1
     elif predictor.startswith("estimators."):
         sign = 1
+    elif predictor == "train_accuracy" and target == "generalization_gap":
+        return 0  # part of the target (train - test): no hypothesis, its tau orients it
     elif predictor.startswith("measures.") or predictor in BASELINES:
         sign = 1 if name in _HIGHER_IS_BETTER_MEASURES else -1
     else:

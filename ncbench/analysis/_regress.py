@@ -247,9 +247,9 @@ def regress(frame, targets=None, predictors=None, axes=None, *, group_axis: str 
     predictors : list of str, optional
         Default: every column of a predictor family (``train.*``, ``val.*``, ``val_pred.*``, ``test_pred.*``,
         ``train_adv.*``, ``test.*``, ``test_adv.*``, ``measures.*``, ``estimators.*`` and the baselines
-        ``num_parameters``, ``final_train_loss``, ``sum_squared_weights``, ``train_margin_p10``) that is not an
-        axis and has a value in every row; a family column with some values missing is left out with a
-        warning (named here, it is refused, naming the jobs).
+        ``num_parameters``, ``final_train_loss``, ``sum_squared_weights``, ``train_margin_p10``,
+        ``train_accuracy``, ``val_accuracy``, ``train_robust_accuracy``) that is not an axis and has a value in
+        every row; a family column with some values missing is left out with a warning (named here, it is refused, naming the jobs).
     axes : list of str, optional
         The sweep's axes (dotted keys); default ``frame.attrs["axes"]``.
     group_axis : str, optional
