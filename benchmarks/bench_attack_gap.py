@@ -16,7 +16,7 @@ and APGD-T (``ncbench.attacks._autoattack``), so its gap is exactly what FAB-T a
 With ``--store S --sweep NAME`` it measures the gap on the sweep's own models instead (issue 16: the robustness
 targets of a citable grid must lie within 1 point of full AutoAttack on a stated subset of its models):
 ``--sample K`` finished jobs drawn with ``--sample-seed``, spread over the strata of ``--strata`` (default: the
-training method and the first capacity axis), each loaded from the model file the sweep kept
+training method and the capacity axis: channels, width or depth), each loaded from the model file the sweep kept
 (``<store folder>/checkpoints/<training id>.safetensors``) and attacked on the sweep's own first ``n_points``
 test points at the budgets of its ``apgd`` target, with the job's own seed. Every row then also gives the
 target **as the record holds it** (the number the measures board regresses: ``apgd`` run over the whole budget
@@ -48,6 +48,7 @@ from pathlib import Path
 import torch
 
 from ncbench._io import write_replace
+from ncbench.analysis._frame import capacity_axis
 from ncbench.attacks import AttackConfig, robustness_curve
 from ncbench.config import build_config
 from ncbench.data import load_dataset
@@ -105,9 +106,9 @@ def sample_jobs(store: ResultsStore, sweep: str, k: int, seed: int, strata: list
     if not records:
         raise SystemExit(f"{store.path} has no finished job of sweep {sweep!r}")
     axes = [a for a in records[0]["provenance"]["sweep"]["axes"]]
-    if strata is None:
-        cap = next((a for a in axes if a.startswith("model_args.")), None)
-        strata = [a for a in ("train.adversarial", cap) if a in axes]
+    if strata is None:  # the training method and the capacity axis (channels, width or depth; not dropout)
+        cap = capacity_axis([a for a in axes if a != "seed"])
+        strata = list(dict.fromkeys(a for a in ("train.adversarial", cap) if a in axes))
     missing = [a for a in strata if a not in axes]
     if missing:
         raise SystemExit(f"--strata {missing} are not axes of {sweep!r}: {axes}")
@@ -239,8 +240,8 @@ def main() -> None:
     ap.add_argument("--sweep", help="the sweep whose models to sample (with --store)")
     ap.add_argument("--sample", type=int, default=6, help="how many of its finished jobs (default 6)")
     ap.add_argument("--sample-seed", type=int, default=0, help="the seed of the draw (default 0)")
-    ap.add_argument("--strata", default=None, help="comma-separated axes to spread the draw over "
-                    "(default: train.adversarial and the first model_args axis)")
+    ap.add_argument("--strata", default=None, help="comma-separated axes to spread the draw over (default: "
+                    "train.adversarial and the capacity axis, the first whose name has channels, width or depth)")
     ap.add_argument("--checkpoint-dir", help="where the sweep's model files are (default: <store folder>/checkpoints)")
     ap.add_argument("--out", help="with --store: write the rows to this CSV (the measures board prints it)")
     args = ap.parse_args()

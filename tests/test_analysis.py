@@ -629,7 +629,8 @@ def test_the_gap_benchmarks_rows_are_what_the_board_reads(one_seed_table, tmp_pa
 
 def test_the_gap_benchmark_draws_every_stratum_before_any_twice():
     """sample_jobs spreads the draw over the strata (training method x capacity by default) and repeats with
-    its seed. Catches a draw that takes the first k jobs of one stratum."""
+    its seed. Catches a draw that takes the first k jobs of one stratum, and one that takes dropout (the first
+    model_args axis) for the capacity."""
     bench = _bench_attack_gap()
 
     class Store:
@@ -637,8 +638,11 @@ def test_the_gap_benchmark_draws_every_stratum_before_any_twice():
 
         def records(self, sweep):
             out = []
-            for k, (method, width, seed) in enumerate(itertools.product(["none", "pgd"], [64, 128, 256], range(4))):
-                axes = {"model_args.width": width, "train.adversarial": method, "seed": seed}
+            grid = itertools.product(["none", "pgd"], [0.0, 0.3], [64, 128, 256], range(4))
+            for k, (method, dropout, width, seed) in enumerate(grid):
+                # model_args.dropout sorts before model_args.width: the capacity axis is found by name
+                axes = {"model_args.dropout": dropout, "model_args.width": width, "train.adversarial": method,
+                        "seed": seed}
                 out.append({"provenance": {"job_id": f"{k:064x}", "sweep": {"axes": axes}}})
             return out
 
@@ -653,6 +657,7 @@ def test_the_gap_benchmark_draws_every_stratum_before_any_twice():
         [r["provenance"]["job_id"] for r in six]
     eight = bench.sample_jobs(Store(), "grid", 8, 0, None)
     assert len(set(strata(eight))) == 6 and len({r["provenance"]["job_id"] for r in eight}) == 8
+    assert len(bench.sample_jobs(Store(), "grid", 48, 0, None)) == 48  # all of them, each once
     with pytest.raises(SystemExit, match=r"--strata \['depth'\] are not axes"):
         bench.sample_jobs(Store(), "grid", 2, 0, ["depth"])
 
