@@ -13,6 +13,7 @@ import json
 import os
 import time
 from contextlib import redirect_stderr, redirect_stdout
+from pathlib import Path
 
 DIGITS_SMALL = {"dataset": "digits", "model": "mlp", "model_args": {"width": 16, "depth": 1},
                 "train": {"epochs": 2}, "attack": {"eps": [0, 0.1], "steps": 2, "n_points": 50},
@@ -90,6 +91,9 @@ def fake_job(spec):
     delay = float(os.environ.get("NCBENCH_TEST_JOB_DELAY", "0"))
     if delay:
         time.sleep(delay)
+    marks = os.environ.get("NCBENCH_TEST_JOB_MARKS")
+    if marks:  # a file per finished job, for tests that act once a job has finished (not read from the store)
+        Path(marks, spec.job_id).touch()
     return make_record(spec.job_id, dataset=spec.config.get("dataset", "digits"), seed=spec.config.get("seed", 0),
                        sweep=spec.sweep, axes=spec.axes, test_acc=0.5 + 0.01 * (spec.cell or 0),
                        environment={"pid": os.getpid(), "threads": torch.get_num_threads()})
