@@ -398,7 +398,12 @@ def test_ctrl_c_stops_the_pool_cleanly(tmp_path):
     """SIGINT to the driver: finished jobs stay stored, running ones are ended, the report says so (exit 130)."""
     store_path = tmp_path / "r.sqlite"
     script = textwrap.dedent(f"""
-        import sys
+        import signal, sys
+        # as from a terminal: SIGINT neither blocked nor ignored (a mask blocked in the test process, e.g. by
+        # a multiprocessing helper another test started, is inherited across exec and would swallow the Ctrl-C)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {{signal.SIGINT}})
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        print("blocked:", sorted(signal.pthread_sigmask(signal.SIG_BLOCK, [])), flush=True)
         sys.path.insert(0, {str(TESTS)!r})
         from sweep_helpers import DIGITS_SMALL, fake_job
         from ncbench.sweep import format_report, run_sweep
