@@ -19,7 +19,7 @@ import pandas as pd
 from .._errors import InputError
 from .._io import dumps, write_replace
 from ._frame import BASELINE_FAMILY, COLLAPSE_FAMILIES, FAMILIES, HELD_OUT_FAMILIES, family_of, is_robustness_target
-from ._regress import COMPARED, beats_column
+from ._regress import COMPARED, beats_column, paired_tests
 from ._stats import ALPHA, CORRECTIONS, MIN_CONFIGS, MIN_LINES, NOISE_RATIO
 from ._tables import check_table, fmt, fmt_ci, fmt_p, p_is, psi_axes, rank_text, ranked, yes_no
 
@@ -307,11 +307,7 @@ def _table(rows: pd.DataFrame, axes, robust: bool, ranked_table: bool) -> list[s
 def _how_to_read(board: pd.DataFrame, axes) -> list[str]:
     corr = str(board["correction"].iloc[0]) if len(board) and board["correction"].iloc[0] else ""
     n_tests = int(board["psi_p_adj"].notna().sum())
-    pairs = set()
-    for col, other in (("best_p_adj", "best_predictor"), ("vs_baseline_p_adj", "baseline")):
-        for t, pred, ref, pv in zip(board["target"], board["predictor"], board[other], board[col]):
-            if np.isfinite(_num(pv)):
-                pairs.add((t, frozenset((pred, ref))))
+    pairs = {key for _, _, key, _ in paired_tests(board, ("best_p_adj", "vs_baseline_p_adj"))}
     fams = ["| family | columns | ranked |", "|---|---|---|"]
     for f in FAMILIES:
         cols = ", ".join(f"`{p}*`" for p in f.prefixes) + ("".join(f", `{n}`" for n in f.names))

@@ -576,25 +576,35 @@ def regress(frame, targets=None, predictors=None, axes=None, *, group_axis: str 
     return out
 
 
+def paired_tests(table: pd.DataFrame, columns=("best_p", "vs_baseline_p")):
+    """The paired |Psi| tests of a table: ``(column, row index, (target, {predictor, other}), p)`` for each
+    finite p-value in ``columns`` (``best_p``/``vs_baseline_p`` or their ``_adj``), ``other`` being the row's
+    best predictor or best baseline. One pair of predictors of a target is one test, whichever column holds it."""
+    for col in columns:
+        if col not in table.columns:
+            continue
+        other = "best_predictor" if col.startswith("best_p") else "baseline"
+        for i, (t, pred, ref, pv) in enumerate(zip(table["target"], table["predictor"], table[other], table[col])):
+            try:
+                pv = float(pv)
+            except (TypeError, ValueError):
+                continue
+            if np.isfinite(pv):
+                yield col, i, (t, frozenset((pred, ref))), pv
+
+
 def _adjust_pairs(table: pd.DataFrame, correction: str) -> None:
     """Correct the paired |Psi| tests (``best_p``: the first-ranked predictor against each other one;
     ``vs_baseline_p``: each predictor against the best baseline) as **one** family, each pair of predictors of a
     target counted once. The two kinds share tests (the best against the best baseline is both), and corrected
     apart they gave one comparison two corrected p-values: a board could call the best predictor significantly
     better than every other one in one sentence and not significantly better than the baseline in the next."""
-    keys, raw = {}, []
-    where = []  # (column, row index, key)
-    for col, other in (("best_p", "best_predictor"), ("vs_baseline_p", "baseline")):
-        if col not in table.columns:
-            continue
-        for i, (t, pred, ref, pv) in enumerate(zip(table["target"], table["predictor"], table[other], table[col])):
-            if pv is None or not np.isfinite(float(pv)):
-                continue
-            key = (t, frozenset((pred, ref)))
-            if key not in keys:
-                keys[key] = len(raw)
-                raw.append(float(pv))
-            where.append((col, i, key))
+    keys, raw, where = {}, [], []  # where: (column, row index, key)
+    for col, i, key, pv in paired_tests(table, ("best_p", "vs_baseline_p")):
+        if key not in keys:
+            keys[key] = len(raw)
+            raw.append(pv)
+        where.append((col, i, key))
     adjusted = adjust(np.asarray(raw, dtype=np.float64), correction) if raw else np.array([])
     for col in ("best_p", "vs_baseline_p"):
         if col in table.columns:
